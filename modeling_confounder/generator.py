@@ -1,0 +1,173 @@
+"""The ConfounderGAN generator: an image-to-noise network, δ = G(x, y), with ‖δ‖∞ ≤ ε by construction.
+
+Paper: Tian et al., "ConfounderGAN: Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022.
+The noise δ is a *confounder*: it is made to carry the label, so a classifier trained on x + δ learns the easy
+δ → y shortcut instead of x → y and fails on clean images.
+
+Tensor conventions: images are NCHW float in [0, 1]; ε is in the same units (pixel / 255, default 8/255).
+
+Why diffusers' ``ModelMixin`` + ``ConfigMixin``: the config *is* the ``__init__`` signature
+(``@register_to_config``), weights are saved as safetensors next to a plain ``config.json``, and
+``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` work for local folders and Hub ids alike, without the
+tokenizer and processor machinery that ``transformers.PreTrainedModel`` brings along.
+
+Architecture (lean on purpose: protection is the product's hot path, see ``training/benchmark_speed.py``):
+a stride-2 stem halves the resolution, a few residual blocks run at half resolution with a label embedding added
+to their features, and a pixel-shuffle head returns to full resolution. Everything is convolutional and there is no
+normalisation layer, so any height and width works and large photos can be processed in overlapping tiles with
+exactly the output of a single pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from .hub import HubModel
+from .protect import ImageInput, protect_images
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features + self.conv2(F.relu(self.conv1(F.relu(features))))
+
+
+class ConfounderGenerator(HubModel):
+    """Maps images (NCHW, [0, 1]) and optional labels to bounded noise δ with |δ| ≤ ε at every pixel.
+
+    Args:
+        in_channels: image channels the generator works on (3 for RGB, 1 for grayscale). ``protect`` converts
+            other channel counts for it.
+        num_classes: size of the label vocabulary (the classes of the training set, or owner codes). Row
+            ``num_classes`` of the embedding is the "no label" code used when ``labels`` is ``None``.
+        width: channels of the half-resolution body.
+        num_blocks: residual blocks in the body.
+        epsilon: L∞ bound of the noise, in [0, 1] image units (8/255 by default).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        width: int = 32,
+        num_blocks: int = 2,
+        epsilon: float = 8 / 255,
+    ) -> None:
+        super().__init__()
+        if not 0 < epsilon <= 1:
+            raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}")
+        self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
+        self.label_embedding = nn.Embedding(num_classes + 1, width)
+        self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(num_blocks)))
+        self.head = nn.Conv2d(width, in_channels * 4, 3, padding=1)
+
+    @property
+    def receptive_radius(self) -> int:
+        """How far (in input pixels) one output pixel can see: the halo a tile needs to match a single pass."""
+        # stem: 1 px at full resolution; each 3x3 conv of the body and the head: 1 px at half resolution = 2 px.
+        return 1 + 2 * (2 * self.config.num_blocks + 1) + 2
+
+    def label_codes(self, labels: torch.Tensor | int | Sequence[int] | None, batch_size: int) -> torch.Tensor:
+        """Labels as a LongTensor of shape (batch_size,); ``None`` selects the "no label" code."""
+        num_classes = self.config.num_classes
+        if labels is None:
+            return torch.full((batch_size,), num_classes, dtype=torch.long, device=self.device)
+        labels = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch_size)
+        if labels.numel() != batch_size:
+            raise ValueError(f"got {labels.numel()} labels for {batch_size} images: pass one label per image, "
+                             "one label for all of them, or None")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(f"labels must be in [0, {num_classes - 1}] for this generator "
+                             f"(num_classes={num_classes}), got {labels.min().item()}..{labels.max().item()}")
+        return labels
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | int | Sequence[int] | None = None,
+        epsilon: float | None = None,
+    ) -> torch.Tensor:
+        """Returns the noise δ (same shape as ``images``), |δ| ≤ ``epsilon`` (the config's ε when None)."""
+        if images.ndim != 4 or images.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected images of shape (N, {self.config.in_channels}, H, W), "
+                             f"got {tuple(images.shape)}")
+        return self.noise(images, self.label_codes(labels, len(images)), epsilon)
+
+    def noise(self, images: torch.Tensor, codes: torch.Tensor, epsilon: float | None = None) -> torch.Tensor:
+        """``forward`` for label codes already checked by ``label_codes`` (``num_classes`` means no label)."""
+        epsilon = self.config.epsilon if epsilon is None else epsilon
+        height, width = images.shape[-2:]
+        features = self.stem(images * 2 - 1)
+        features = features + self.label_embedding(codes)[:, :, None, None]
+        features = self.blocks(features)
+        noise = F.pixel_shuffle(self.head(F.relu(features)), 2)[..., :height, :width]
+        return epsilon * torch.tanh(noise)
+
+    def protect(
+        self,
+        images: ImageInput,
+        labels: int | Sequence[int] | None = None,
+        epsilon: float | None = None,
+        batch_size: int = 256,
+        tile_size: int = 1024,
+        device: str | torch.device | None = None,
+        progress: bool = False,
+    ) -> ImageInput:
+        """Protects images: returns ``images + δ`` rounded to uint8, of the same kind, size and mode.
+
+        Args:
+            images: a uint8 NHWC ndarray (C in 1, 3, 4), a PIL image, or a list of PIL images.
+            labels: one label per image, one label for all of them (an owner code), or None (label-free).
+            epsilon: L∞ bound in [0, 1] units; defaults to the generator's ε. The noise is rescaled, never clipped
+                harder than this bound.
+            batch_size: images per forward pass (same-size images are batched together).
+            tile_size: images larger than ``tile_size``² pixels are processed in overlapping tiles, which gives
+                the same result with bounded memory.
+            device: where to run; by default CUDA when available, else the model's device.
+            progress: show a tqdm progress bar.
+        """
+        if epsilon is not None and not 0 < epsilon <= 1:
+            raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}; "
+                             "divide pixel values by 255")
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else self.device
+        self.to(device).eval()
+        return protect_images(self, images, labels=labels, epsilon=epsilon, batch_size=batch_size,
+                              tile_size=tile_size, progress=progress)
+
+    def noise_in_tiles(
+        self,
+        images: torch.Tensor,
+        codes: torch.Tensor,
+        epsilon: float | None,
+        tile_size: int,
+    ) -> torch.Tensor:
+        """``self.noise(images, codes, epsilon)`` computed tile by tile, for photos too large for one pass."""
+        height, width = images.shape[-2:]
+        if height * width <= tile_size * tile_size:
+            return self.noise(images, codes, epsilon)
+        # Tiles start on even pixels so the stride-2 stem sees the same grid as a single pass would.
+        halo = 2 * math.ceil(self.receptive_radius / 2)
+        step = max(2, tile_size - 2 * halo) // 2 * 2
+        noise = torch.empty_like(images)
+        for top in range(0, height, step):
+            for left in range(0, width, step):
+                y0, x0 = max(0, top - halo), max(0, left - halo)
+                y1, x1 = min(height, top + step + halo), min(width, left + step + halo)
+                tile_noise = self.noise(images[..., y0:y1, x0:x1], codes, epsilon)
+                noise[..., top:top + step, left:left + step] = tile_noise[
+                    ..., top - y0:top - y0 + step, left - x0:left - x0 + step]
+        return noise

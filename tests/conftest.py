@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests never touch the network or ../shared: models are tiny and data is generated."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from modeling_confounder import ConfounderGenerator  # noqa: E402
+
+
+def make_generator(seed: int = 0, **config) -> ConfounderGenerator:
+    torch.manual_seed(seed)
+    return ConfounderGenerator(**{"width": 8, "num_blocks": 1, **config}).eval()
+
+
+@pytest.fixture
+def generator() -> ConfounderGenerator:
+    return make_generator()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

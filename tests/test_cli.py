@@ -1,0 +1,117 @@
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modeling_confounder.cli import main
+
+from .conftest import make_generator
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def photos(tmp_path, rng) -> Path:
+    """A folder of mixed images: sizes from 32x32 to 2000x1500, RGB, L and RGBA, in nested folders."""
+    root = tmp_path / "photos"
+    (root / "holiday beach").mkdir(parents=True)
+    specs = {"tiny.png": (32, 32, 3), "gray.png": (28, 28), "holiday beach/large.png": (1500, 2000, 3),
+             "holiday beach/odd.png": (33, 65, 4), "scan.jpg": (100, 80, 3)}
+    for name, shape in specs.items():
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(root / name)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def model(tmp_path) -> str:
+    make_generator().save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+def test_protects_a_folder_and_mirrors_it(photos, model, tmp_path, capsys):
+    before = digest(photos)
+    assert main(["protect", str(photos), "--output", str(tmp_path / "out"), "--model", model]) == 0
+    assert digest(photos) == before
+    out = tmp_path / "out"
+    outputs = sorted(str(path.relative_to(out)) for path in out.rglob("*.png"))
+    assert outputs == ["gray.png", "holiday beach/large.png", "holiday beach/odd.png", "scan.png", "tiny.png"]
+    for output in outputs:
+        source = next(photos.glob(str(Path(output).with_suffix(".*"))))
+        with Image.open(source) as original, Image.open(out / output) as protected:
+            assert (protected.size, protected.mode) == (original.size, original.mode)
+            difference = np.asarray(protected, dtype=int) - np.asarray(original, dtype=int)
+        assert np.abs(difference).max() <= 8 and np.any(difference != 0)
+    assert "protected 5, skipped 0 (already exist; --overwrite to replace), failed 0" in capsys.readouterr().out
+
+
+def test_reruns_skip_existing_outputs_and_are_byte_identical(photos, model, tmp_path, capsys):
+    assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model]) == 0
+    assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model]) == 0
+    assert "protected 0, skipped 5" in capsys.readouterr().out
+    assert main(["protect", str(photos), "-o", str(tmp_path / "b"), "--model", model, "--batch-size", "2"]) == 0
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model, "--overwrite"]) == 0
+    assert "protected 5, skipped 0" in capsys.readouterr().out
+
+
+def test_files_and_formats(photos, model, tmp_path):
+    out = tmp_path / "out"
+    assert main(["protect", str(photos / "tiny.png"), "--output", str(out), "--model", model,
+                 "--format", "tiff"]) == 0
+    assert main(["protect", str(photos / "tiny.png"), "--output", str(out), "--model", model,
+                 "--format", "webp-lossless", "--epsilon", "4", "--label", "1"]) == 0
+    original = np.asarray(Image.open(photos / "tiny.png"), dtype=int)
+    for name, bound in [("tiny.tiff", 8), ("tiny.webp", 4)]:
+        assert np.abs(np.asarray(Image.open(out / name), dtype=int) - original).max() <= bound
+    with pytest.warns(UserWarning, match="lossy"):
+        assert main(["protect", str(photos / "tiny.png"), "-o", str(out), "--model", model, "--format", "jpeg"]) == 0
+    assert (out / "tiny.jpg").exists()
+
+
+def test_bad_inputs_fail_without_stopping_the_batch(photos, model, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = main(["protect", str(photos), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"),
+                 "--model", model])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png: cannot read image" in captured.err and "missing.png: no such file" in captured.err
+    assert "protected 5, skipped 0 (already exist; --overwrite to replace), failed 2" in captured.out
+
+
+def test_never_writes_into_its_inputs(photos, model, capsys):
+    before = digest(photos)
+    assert main(["protect", str(photos), "-o", str(photos), "--model", model]) == 1
+    assert "cannot be an input folder" in capsys.readouterr().err
+    assert main(["protect", str(photos / "tiny.png"), "-o", str(photos), "--model", model]) == 1
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert digest(photos) == before
+
+
+def test_output_inside_the_input_folder_is_not_protected_again(photos, model, capsys):
+    assert main(["protect", str(photos), "-o", str(photos / "protected"), "--model", model]) == 0
+    assert main(["protect", str(photos), "-o", str(photos / "protected"), "--model", model]) == 0
+    assert "protected 0, skipped 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [(["--epsilon", "0"], "--epsilon is in pixel levels"),
+                                                (["--label", "99"], "labels must be in"),
+                                                (["--model", "/no/such/model"], "could not load")])
+def test_usage_errors_are_explained(photos, model, tmp_path, arguments, message):
+    arguments = ["--model", model, *arguments] if "--model" not in arguments else arguments
+    with pytest.raises(SystemExit, match=message):
+        main(["protect", str(photos / "tiny.png"), "-o", str(tmp_path / "out"), *arguments])
+
+
+def test_console_script_with_the_default_model(photos, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "modeling_confounder.cli", "protect", str(photos / "tiny.png"),
+                             "--output", str(tmp_path / "out")], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "tiny.png").exists()

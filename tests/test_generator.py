@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderDiscriminator, ConfounderGenerator
+
+from .conftest import make_generator
+
+EPSILON = 8 / 255
+
+
+@pytest.mark.parametrize("config", [{}, {"in_channels": 1, "num_classes": 2}, {"num_blocks": 3, "width": 4},
+                                    {"num_classes": 0}])
+@pytest.mark.parametrize("size", [(1, 1), (28, 28), (31, 17), (32, 32), (65, 129)])
+def test_noise_is_bounded_and_keeps_the_size(config, size):
+    generator = make_generator(**config)
+    # Large weights saturate tanh: the bound must hold by construction, not because outputs happen to be small.
+    with torch.no_grad():
+        generator.head.weight.mul_(100)
+    images = torch.rand(3, generator.config.in_channels, *size)
+    noise = generator(images)
+    assert noise.shape == images.shape
+    assert noise.abs().max() <= EPSILON
+    assert noise.abs().max() > EPSILON / 2
+
+
+def test_epsilon_argument_rescales_the_bound(generator):
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(generator(images, epsilon=2 / 255), generator(images) / 4, atol=1e-7)
+
+
+def test_labels_change_the_noise(generator):
+    images = torch.rand(4, 3, 16, 16)
+    assert not torch.allclose(generator(images, labels=3), generator(images))
+    assert torch.equal(generator(images, labels=3), generator(images, labels=[3, 3, 3, 3]))
+
+
+@pytest.mark.parametrize("labels, message", [(10, "labels must be in"), (-1, "labels must be in"),
+                                              ([1, 2], "got 2 labels for 4 images")])
+def test_bad_labels_are_explained(generator, labels, message):
+    with pytest.raises(ValueError, match=message):
+        generator(torch.rand(4, 3, 8, 8), labels=labels)
+
+
+def test_wrong_channel_count_is_explained(generator):
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\)"):
+        generator(torch.rand(1, 1, 8, 8))
+
+
+def test_invalid_epsilon_is_rejected():
+    with pytest.raises(ValueError, match="epsilon must be in"):
+        ConfounderGenerator(epsilon=8)
+
+
+@pytest.mark.parametrize("size", [(300, 301), (257, 512)])
+def test_tiles_give_the_same_noise_as_one_pass(generator, size):
+    images = torch.rand(1, 3, *size)
+    codes = generator.label_codes(None, 1)
+    with torch.inference_mode():
+        whole = generator.noise(images, codes)
+        tiled = generator.noise_in_tiles(images, codes, None, tile_size=64)
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+
+
+def test_discriminator_gives_patch_logits_for_any_size():
+    discriminator = ConfounderDiscriminator(width=8)
+    assert discriminator(torch.rand(2, 3, 32, 32)).shape == (2, 1, 8, 8)
+    assert discriminator(torch.rand(1, 3, 29, 45)).shape[:2] == (1, 1)
+
+
+def test_default_model_ships_inside_the_package():
+    generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
+    assert generator.config.epsilon == pytest.approx(EPSILON)
+    array = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    assert np.any(generator.protect(array) != array)
