@@ -1,7 +1,9 @@
-"""The ``confounder`` command line: protect image files and folders before you publish them.
+"""The ``confounder`` command line: protect image files, folders and 🤗 datasets before you publish them.
 
     confounder protect photos/ --output protected/
     confounder protect a.jpg b.png --output out/ --epsilon 8 --format tiff --label 3
+    confounder protect --dataset_name ../shared/data/cifar10 --split train --output_dir cifar10-protected
+    accelerate launch --num_processes 4 -m modeling_confounder.cli protect --dataset_name NAME -o DIR
 
 Exit status: 0 when every image was protected or skipped, 1 when any failed, 2 for usage errors.
 """
@@ -24,12 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confounder", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     protect = commands.add_parser(
-        "protect", help="add protective noise to image files and folders",
+        "protect", help="add protective noise to image files and folders, or to a 🤗 dataset",
         description="Protect images: writes a copy of each with imperceptible noise that makes it unlearnable. "
-                    "Folders are searched recursively and mirrored under --output; inputs are never modified.")
-    protect.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files and folders")
-    protect.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
-                         help="folder for the protected images (created if missing)")
+                    "Folders are searched recursively and mirrored under --output; inputs are never modified. "
+                    "With --dataset_name, protects every image of a 🤗 dataset split instead and saves the "
+                    "split with save_to_disk; run it with `accelerate launch` to use several processes/GPUs.")
+    protect.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                         help="image files and folders (or give --dataset_name)")
+    protect.add_argument("--output", "--output_dir", "-o", required=True, type=Path, metavar="DIR",
+                         help="folder for the protected images or dataset (created if missing)")
     protect.add_argument("--model", default=DEFAULT_MODEL, metavar="PATH_OR_HUB_ID",
                          help="generator folder or Hub id (default: the weights shipped with the package)")
     protect.add_argument("--epsilon", type=float, default=None, metavar="PIXELS",
@@ -41,14 +46,36 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output format (default png; jpeg is lossy and weakens the protection)")
     protect.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     protect.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    dataset = protect.add_argument_group("🤗 dataset (with --dataset_name)")
+    dataset.add_argument("--dataset_name", default=None, metavar="NAME_OR_PATH",
+                         help="Hub id, local dataset folder or save_to_disk folder to protect")
+    dataset.add_argument("--split", default="train", help="split to protect (default: train)")
+    dataset.add_argument("--image_column_name", default=None, metavar="COLUMN",
+                         help="image column (default: the first Image column)")
+    dataset.add_argument("--label_column_name", default=None, metavar="COLUMN",
+                         help="label column for --use_labels (default: the first ClassLabel column)")
+    dataset.add_argument("--use_labels", action="store_true",
+                         help="give each image its own label from the label column (default: label-free)")
+    dataset.add_argument("--max_samples", type=int, default=None, metavar="N",
+                         help="protect only the first N rows")
+    dataset.add_argument("--push_to_hub", action="store_true",
+                         help="also push the protected split to the Hub")
+    dataset.add_argument("--hub_model_id", default=None, metavar="ORG/NAME",
+                         help="Hub dataset repository for --push_to_hub")
     return parser
 
 
-def protect_files(args: argparse.Namespace) -> int:
+def epsilon_option(args: argparse.Namespace) -> float | None:
+    """Checks the options both kinds of input share; returns --epsilon in [0, 1] units."""
     if args.epsilon is not None and not 0 < args.epsilon <= 255:
         raise SystemExit(f"confounder: --epsilon is in pixel levels out of 255 (e.g. 8), got {args.epsilon}")
     if args.batch_size < 1:
         raise SystemExit(f"confounder: --batch-size must be at least 1, got {args.batch_size}")
+    return None if args.epsilon is None else args.epsilon / 255
+
+
+def protect_files(args: argparse.Namespace) -> int:
+    epsilon = epsilon_option(args)
     if args.format in LOSSY_FORMATS:
         warnings.warn(f"--format {args.format} is lossy: re-encoding removes much of the noise and weakens the "
                       "protection; prefer png, tiff or webp-lossless", stacklevel=1)
@@ -67,7 +94,6 @@ def protect_files(args: argparse.Namespace) -> int:
             generator.label_codes(args.label, 1)
         except (OSError, ValueError) as error:
             raise SystemExit(f"confounder: {error}") from None
-        epsilon = None if args.epsilon is None else args.epsilon / 255
         with tqdm(total=len(jobs), unit="img", desc="protecting") as bar:
             for start in range(0, len(jobs), args.batch_size):
                 batch, images = [], []
@@ -94,9 +120,55 @@ def protect_files(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def protect_dataset_split(args: argparse.Namespace) -> int:
+    """``--dataset_name``: protects one split on every process of ``accelerate launch`` (or just this one)."""
+    # datasets and accelerate's state are imported here: they slow down starting the command for files.
+    from accelerate import PartialState
+
+    from .data import find_columns, load_split
+    from .protect_dataset import save_protected_dataset
+
+    epsilon = epsilon_option(args)
+    if args.use_labels and args.label is not None:
+        raise SystemExit("confounder: --use_labels gives each image its own label and --label one code for "
+                         "all: pass only one of them")
+    if args.push_to_hub and not args.hub_model_id:
+        raise SystemExit("confounder: --push_to_hub needs --hub_model_id ORG/NAME, the dataset repository")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise SystemExit(f"confounder: --max_samples must be at least 1, got {args.max_samples}")
+    if args.output.exists() and (not args.output.is_dir() or any(args.output.iterdir())):
+        raise SystemExit(f"confounder: --output_dir {args.output} already exists and is not an empty folder; "
+                         "choose a new one or remove it")
+    state = PartialState()
+    try:
+        generator = ConfounderGenerator.from_pretrained(args.model)
+        generator.label_codes(args.label, 1)
+        # The main process downloads or prepares the dataset first; the others then read it from the cache.
+        with state.main_process_first():
+            dataset = load_split(args.dataset_name, args.split)
+        image_column, label_column = find_columns(dataset, args.image_column_name, args.label_column_name,
+                                                  need_label=args.use_labels)
+        if args.max_samples is not None:
+            dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+        saved = save_protected_dataset(generator, dataset, args.output, image_column, label_column,
+                                       use_labels=args.use_labels, labels=args.label, epsilon=epsilon,
+                                       batch_size=args.batch_size, device=args.device)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"confounder: {error}") from None
+    if saved is not None:
+        if args.push_to_hub:
+            saved.push_to_hub(args.hub_model_id)
+        print(f"protected {len(saved)} images of {args.dataset_name}:{args.split} -> {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return protect_files(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.inputs) == (args.dataset_name is not None):
+        parser.error("protect takes image files and folders (INPUT...) or --dataset_name NAME_OR_PATH: "
+                     "give exactly one of them")
+    return protect_dataset_split(args) if args.dataset_name else protect_files(args)
 
 
 if __name__ == "__main__":

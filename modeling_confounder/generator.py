@@ -79,7 +79,10 @@ class ConfounderGenerator(HubModel):
         return 1 + 2 * (2 * self.config.num_blocks + 1) + 2
 
     def label_codes(self, labels: torch.Tensor | int | Sequence[int] | None, batch_size: int) -> torch.Tensor:
-        """Labels as a LongTensor of shape (batch_size,); ``None`` selects the "no label" code."""
+        """Embedding rows for ``labels``: a LongTensor of shape (batch_size,).
+
+        ``None`` (for all images) or -1 (for one image) selects the "no label" row, ``num_classes``.
+        """
         num_classes = self.config.num_classes
         if labels is None:
             return torch.full((batch_size,), num_classes, dtype=torch.long, device=self.device)
@@ -89,10 +92,10 @@ class ConfounderGenerator(HubModel):
         if labels.numel() != batch_size:
             raise ValueError(f"got {labels.numel()} labels for {batch_size} images: pass one label per image, "
                              "one label for all of them, or None")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"labels must be in [0, {num_classes - 1}] for this generator "
+        if labels.numel() and (labels.min() < -1 or labels.max() >= num_classes):
+            raise ValueError(f"labels must be in [0, {num_classes - 1}] (or -1 for no label) for this generator "
                              f"(num_classes={num_classes}), got {labels.min().item()}..{labels.max().item()}")
-        return labels
+        return torch.where(labels < 0, num_classes, labels)
 
     def forward(
         self,
@@ -130,7 +133,8 @@ class ConfounderGenerator(HubModel):
 
         Args:
             images: a uint8 NHWC ndarray (C in 1, 3, 4), a PIL image, or a list of PIL images.
-            labels: one label per image, one label for all of them (an owner code), or None (label-free).
+            labels: one label per image (-1 for unknown), one label for all of them (an owner code), or None
+                (label-free).
             epsilon: L∞ bound in [0, 1] units; defaults to the generator's ε. The noise is rescaled, never clipped
                 harder than this bound.
             batch_size: images per forward pass (same-size images are batched together).

@@ -35,11 +35,18 @@ def test_labels_change_the_noise(generator):
     assert torch.equal(generator(images, labels=3), generator(images, labels=[3, 3, 3, 3]))
 
 
-@pytest.mark.parametrize("labels, message", [(10, "labels must be in"), (-1, "labels must be in"),
+@pytest.mark.parametrize("labels, message", [(10, "labels must be in"), (-2, "labels must be in"),
                                               ([1, 2], "got 2 labels for 4 images")])
 def test_bad_labels_are_explained(generator, labels, message):
     with pytest.raises(ValueError, match=message):
         generator(torch.rand(4, 3, 8, 8), labels=labels)
+
+
+def test_minus_one_means_no_label_for_that_image(generator):
+    images = torch.rand(2, 3, 16, 16)
+    mixed = generator(images, labels=[-1, 5])
+    torch.testing.assert_close(mixed[0], generator(images[:1])[0])
+    torch.testing.assert_close(mixed[1], generator(images[1:], labels=5)[0])
 
 
 def test_wrong_channel_count_is_explained(generator):

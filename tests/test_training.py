@@ -1,0 +1,118 @@
+"""The training and evaluation scripts on a tiny generated dataset: no ../shared, no network."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_confounder import ConfounderGenerator
+
+TRAINING = Path(__file__).parents[1] / "training"
+sys.path.insert(0, str(TRAINING))
+
+import evaluate_unlearnability  # noqa: E402
+import train_confounder  # noqa: E402
+
+
+def tiny_dataset(folder: Path, rows: int = 40, size: int = 16, mode: str = "RGB", classes: int = 4) -> str:
+    rng = np.random.default_rng(0)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    split = lambda count: datasets.Dataset.from_dict(  # noqa: E731
+        {"picture": [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(count)],
+         "target": [i % classes for i in range(count)]},
+        features=datasets.Features({"picture": datasets.Image(),
+                                    "target": datasets.ClassLabel(num_classes=classes)}))
+    datasets.DatasetDict({"train": split(rows), "test": split(rows // 2)}).save_to_disk(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def train_arguments(dataset: str, output_dir: Path, *extra: str) -> list[str]:
+    return ["--dataset_name", dataset, "--output_dir", str(output_dir), "--train_batch_size", "8",
+            "--max_train_steps", "2", "--surrogate_model", "test_resnet", "--checkpointing_steps", "1", *extra]
+
+
+def test_two_training_steps_give_a_loadable_generator(dataset, tmp_path):
+    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
+    assert (generator.config.in_channels, generator.config.num_classes) == (3, 4)
+    assert sorted(path.name for path in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert "train_confounder.py" in (tmp_path / "run" / "README.md").read_text()
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    assert np.abs(generator.protect(images, labels=[0, 3]).astype(int) - images).max() <= 8
+
+
+def test_grayscale_dataset_with_other_class_count(tmp_path):
+    dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
+    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
+    assert (generator.config.in_channels, generator.config.num_classes) == (1, 2)
+
+
+def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):
+    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    first = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--resume_from_checkpoint", "checkpoint-1",
+                                          "--max_train_steps", "3"))
+    assert "resumed from" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoint-3").is_dir()
+    resumed = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
+    assert any(not torch.equal(first[key], resumed[key]) for key in first)
+
+
+def test_fine_tuning_checks_the_class_count(dataset, tmp_path):
+    ConfounderGenerator(num_classes=10, width=8, num_blocks=1).save_pretrained(tmp_path / "ten")
+    with pytest.raises(ValueError, match="train from scratch"):
+        train_confounder.main(train_arguments(dataset, tmp_path / "run",
+                                              "--pretrained_model_name_or_path", str(tmp_path / "ten")))
+
+
+def test_fine_tuning_starts_from_the_given_generator(dataset, tmp_path):
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "base")
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
+                                          str(tmp_path / "base"), "--epsilon", "4"))
+    config = ConfounderGenerator.from_pretrained(tmp_path / "run").config
+    assert (config.width, config.epsilon) == (8, pytest.approx(4 / 255))
+
+
+def test_missing_label_column_fails_before_training(dataset, tmp_path):
+    with pytest.raises(ValueError, match="no label column 'nope'"):
+        train_confounder.main(train_arguments(dataset, tmp_path / "run", "--label_column_name", "nope"))
+
+
+def test_accelerate_launch_with_two_cpu_processes(dataset, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(TRAINING / "train_confounder.py"), *train_arguments(dataset, tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
+    assert generator.config.num_classes == 4
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+
+
+def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "generator")
+    report = evaluate_unlearnability.main([
+        "--dataset_name", dataset, "--generator", str(tmp_path / "generator"), "--victims", "test_resnet",
+        "--settings", "clean", "labels", "label-free", "owner", "--epochs", "1", "--batch_size", "16",
+        "--output_json", str(tmp_path / "report.json")])
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
+    assert [run["setting"] for run in report["runs"]] == ["clean", "labels", "label-free", "owner"]
+    for run in report["runs"]:
+        assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and len(run["history"]) == 1
+    for quality in report["quality"].values():
+        assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
+    assert "| test_resnet | labels |" in capsys.readouterr().out

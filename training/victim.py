@@ -1,0 +1,102 @@
+"""Train a victim classifier from scratch, as a data scraper would, and measure it on clean test images.
+
+Used by ``evaluate_unlearnability.py`` (and the benchmark). Standard augmentation: random crop with zero padding
+of 1/8 of the side (4 px at 32×32) and horizontal flip; SGD with Nesterov momentum and a one-cycle schedule.
+Tensor conventions: images are uint8 NHWC tensors until batched, then NCHW float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from augmentation import crop_and_flip
+from tqdm.auto import tqdm
+
+from modeling_confounder.classifiers import create_classifier
+
+
+@dataclass
+class VictimResult:
+    victim: str
+    setting: str
+    test_acc: float
+    best_test_acc: float
+    train_acc: float
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def hardware_summary() -> str:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"
+    return f"{platform.machine()} {platform.processor() or platform.system()}, {device}, torch {torch.__version__}"
+
+
+def as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return images.to(device).permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(as_float(images[start:start + batch_size], device))
+        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
+    return correct / len(images)
+
+
+def train_victim(
+    victim: str,
+    setting: str,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 10,
+    batch_size: int = 128,
+    learning_rate: float = 0.05,
+    seed: int = 0,
+    progress: bool = True,
+) -> VictimResult:
+    """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images``."""
+    torch.manual_seed(seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_classifier(victim, num_classes, train_images.shape[-1], train_images.shape[1])
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, nesterov=True,
+                                weight_decay=5e-4)
+    steps_per_epoch = -(-len(train_images) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps_per_epoch,
+                                                    pct_start=0.25)
+    shuffle = torch.Generator().manual_seed(seed)
+    history: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(total=epochs * steps_per_epoch, desc=f"{victim} on {setting}", disable=not progress, leave=False)
+    for _ in range(epochs):
+        model.train()
+        correct = 0
+        for indices in torch.randperm(len(train_images), generator=shuffle).split(batch_size):
+            images = crop_and_flip(as_float(train_images[indices], device), shuffle)
+            labels = train_labels[indices].to(device)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            correct += (logits.argmax(1) == labels).sum().item()
+            bar.update()
+        history.append(accuracy(model, test_images, test_labels))
+        bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}", test_acc=f"{history[-1]:.3f}")
+    bar.close()
+    return VictimResult(victim, setting, history[-1], max(history), correct / len(train_images),
+                        time.perf_counter() - started, history)
