@@ -1,0 +1,311 @@
+"""What the ConfounderGAN Space does with uploaded photos: plain Python (no Gradio), so tests call it directly.
+
+ConfounderGAN (Tian et al., "ConfounderGAN: Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022)
+adds per-image noise δ = G(x, y) with |δ| ≤ ε to a photo; a classifier trained on protected photos learns the noise
+instead of the content. ``app.py`` lays out the page and turns ``InputError`` into Gradio messages.
+
+Conventions (the same as the ``confounder`` command line):
+
+- ε is given in pixel levels out of 255 (2–16, default 8); every protected pixel differs from the original by at
+  most round(ε) levels, and the alpha channel is never changed.
+- "one owner" gives every photo of a request the same label, an *owner code* in 0..num_classes-1 of the generator:
+  the labelled path of the paper, strongest when one person protects their own photos. "label-free" uses the
+  generator's no-label code.
+- The original is the uploaded file read with its EXIF orientation applied and converted to 8 bits (L, LA, RGB or
+  RGBA). Outputs are PNG (lossy formats wipe out most of the noise) without EXIF/GPS/camera metadata; the ICC
+  colour profile is kept so colours do not shift.
+- The amplified noise maps δ from [-ε, ε] to [0, 255], so mid-gray means "unchanged".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from skimage.metrics import mean_squared_error, structural_similarity
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder.image_files import load_image, save_image
+from modeling_confounder.protect import array_to_pil, pil_to_array
+
+MAX_IMAGES = 32
+"""Photos per request: enough for an album, few enough that one request cannot hold the queue for long."""
+MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_PIXELS = 50_000_000
+EPSILON_MIN, EPSILON_MAX, EPSILON_DEFAULT = 2, 16, 8
+ONE_OWNER, LABEL_FREE = "one owner", "label-free"
+PREVIEW_SIDE = 1024
+"""Longest side of the images shown on the page; downloads are always full size."""
+SSIM_WINDOW = 7
+"""scikit-image's default uniform SSIM window."""
+STRIP_PIXELS = 1 << 20
+"""Pixels per strip when measuring PSNR/SSIM: bounds their float64 temporaries to ~100 MB for any photo size."""
+SUPPORTED_FORMATS = "PNG, JPEG, WebP, TIFF, BMP or GIF"
+MODEL_ENVIRONMENT_VARIABLE = "CONFOUNDER_MODEL"
+
+
+class InputError(ValueError):
+    """A problem with the request that the user can fix; its message is shown to them as it is."""
+
+
+@dataclass(frozen=True)
+class ProtectedPhoto:
+    """One protected photo: the full-size PNG to download, the three images shown on the page, and its quality."""
+
+    source_name: str
+    width: int
+    height: int
+    protected: Path
+    original_preview: Path
+    protected_preview: Path
+    noise_preview: Path
+    psnr: float
+    ssim: float | None
+    max_change: int
+    downscaled: bool
+
+
+@dataclass(frozen=True)
+class ProtectionResult:
+    """Everything one request produced; ``skipped`` holds one message per uploaded file that was not protected."""
+
+    photos: list[ProtectedPhoto]
+    skipped: list[str]
+    archive: Path
+    owner_code: int | None
+    epsilon: float
+    generator: str
+
+
+def generator_sources(specs: Iterable[str] = (), environment: str | None = None) -> dict[str, str]:
+    """The generators the app offers: display name -> local folder or Hub id; "default" comes first.
+
+    Each spec (from ``CONFOUNDER_MODEL``, comma separated, then ``--model``) is ``NAME=PATH_OR_HUB_ID``, which adds
+    a generator or replaces the one of that name, or a bare ``PATH_OR_HUB_ID``, which replaces "default"
+    (``DEFAULT_MODEL``, the weights shipped with the package).
+    """
+    if environment is None:
+        environment = os.environ.get(MODEL_ENVIRONMENT_VARIABLE, "")
+    sources = {"default": DEFAULT_MODEL}
+    for spec in [*environment.split(","), *specs]:
+        spec = spec.strip()
+        if not spec:
+            continue
+        # Only a plain word counts as a name, so that a path such as /data/run=3/generator stays a path.
+        named = re.fullmatch(r"([\w.-]+)=(.+)", spec)
+        name, source = (named.group(1), named.group(2).strip()) if named else ("default", spec)
+        sources[name] = source
+    return sources
+
+
+@cache
+def load_generator(source: str) -> ConfounderGenerator:
+    """Loads a generator once per process; later requests reuse it (``from_pretrained`` raises ``OSError``)."""
+    return ConfounderGenerator.from_pretrained(source).eval()
+
+
+def new_owner_code(generator: ConfounderGenerator) -> int:
+    """A fresh owner code for ``generator``: uniform in 0..num_classes-1."""
+    return secrets.randbelow(generator.config.num_classes)
+
+
+def resolve_owner_code(mode: str, owner_code: float | None, generator: ConfounderGenerator) -> int | None:
+    """The label for every photo of a request: the owner code (a new one if none was typed), or None (label-free)."""
+    if mode == LABEL_FREE:
+        return None
+    if mode != ONE_OWNER:
+        raise InputError(f"Choose the mode {ONE_OWNER!r} or {LABEL_FREE!r}, not {mode!r}.")
+    if owner_code is None:
+        return new_owner_code(generator)
+    highest = generator.config.num_classes - 1
+    if not (float(owner_code).is_integer() and 0 <= owner_code <= highest):
+        raise InputError(f"The owner code must be a whole number from 0 to {highest} for this generator, "
+                         f"got {owner_code}.")
+    return int(owner_code)
+
+
+def check_epsilon(epsilon: float | None) -> float:
+    """ε in pixel levels out of 255, checked against the range the app offers."""
+    if epsilon is None or not EPSILON_MIN <= epsilon <= EPSILON_MAX:
+        raise InputError(f"The strength ε must be between {EPSILON_MIN} and {EPSILON_MAX} (pixel levels out of "
+                         f"255), got {epsilon}.")
+    return float(epsilon)
+
+
+def read_photo(path: Path) -> Image.Image:
+    """Reads one upload with its EXIF orientation applied; raises ``InputError`` naming the file if it cannot."""
+    name, size = path.name, path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"{name}: {size / 2**20:.1f} MB is over the limit of {MAX_FILE_BYTES // 2**20} MB per "
+                         "photo; export a smaller copy and upload that.")
+    try:
+        # Pillow warns from ~89 megapixels; the limit below is stricter and says so in words.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as probe:
+                width, height = probe.size
+            if width * height > MAX_PIXELS:
+                raise InputError(f"{name}: {width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
+                                 f"limit of {MAX_PIXELS // 1_000_000}; downscale it first.")
+            return load_image(path)
+    except InputError:
+        raise
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: far over the limit of {MAX_PIXELS // 1_000_000} megapixels; "
+                         "downscale it first.") from None
+    except UnidentifiedImageError:
+        if Path(name).suffix.lower() in (".heic", ".heif"):
+            raise InputError(f"{name}: HEIC/HEIF photos cannot be read here; export it as JPEG or PNG "
+                             "(on an iPhone: Settings > Camera > Formats > Most Compatible).") from None
+        raise InputError(f"{name}: not an image this app can read; upload {SUPPORTED_FORMATS}.") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports truncated or corrupt data as OSError, and some broken headers as SyntaxError/ValueError.
+        raise InputError(f"{name}: the file looks damaged or truncated ({error}).") from None
+
+
+def image_quality(original: np.ndarray, protected: np.ndarray) -> tuple[float, float | None]:
+    """PSNR (dB) and SSIM of the colour channels of two uint8 HWC images, exactly as ``skimage.metrics`` computes
+    them on whole images (``data_range=255``, 7×7 uniform SSIM window, mean over channels).
+
+    Both are evaluated in horizontal strips: on a 50-megapixel photo, skimage's float64 temporaries would need
+    ~20 GB at once. SSIM strips overlap by the window radius, so every kept value sees the same pixels as in one
+    pass. PSNR is ``inf`` for identical images; SSIM is None for images smaller than the window.
+    """
+    height, width = original.shape[:2]
+    channels = 1 if original.shape[-1] in (1, 2) else 3
+    original, protected = original[..., :channels], protected[..., :channels]
+    rows = max(SSIM_WINDOW, STRIP_PIXELS // width)
+
+    squared_error = sum(mean_squared_error(original[top:top + rows], protected[top:top + rows])
+                        * original[top:top + rows].size for top in range(0, height, rows))
+    mse = squared_error / original.size
+    psnr = math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+    if min(height, width) < SSIM_WINDOW:
+        return psnr, None
+    # skimage averages the SSIM map without a border of the window radius; the strips cover exactly that interior.
+    pad = SSIM_WINDOW // 2
+    total, count = 0.0, 0
+    for top in range(pad, height - pad, rows):
+        bottom = min(top + rows, height - pad)
+        _, ssim_map = structural_similarity(original[top - pad:bottom + pad], protected[top - pad:bottom + pad],
+                                            data_range=255, channel_axis=-1, full=True)
+        interior = ssim_map[pad:pad + bottom - top, pad:width - pad]
+        total += interior.sum(dtype=np.float64)
+        count += interior.size
+    return psnr, total / count
+
+
+def amplified_noise(original: np.ndarray, protected: np.ndarray, bound: int) -> np.ndarray:
+    """The colour-channel noise δ = protected - original mapped from [-bound, bound] to [0, 255] (128 means 0)."""
+    channels = 1 if original.shape[-1] in (1, 2) else 3
+    delta = protected[..., :channels].astype(np.int16) - original[..., :channels]
+    return np.clip(np.rint((delta / bound + 1) * 127.5), 0, 255).astype(np.uint8)
+
+
+def preview(image: Image.Image, resample: Image.Resampling) -> Image.Image:
+    """``image`` shrunk to at most ``PREVIEW_SIDE`` on its longest side (unchanged if already that small)."""
+    scale = PREVIEW_SIDE / max(image.size)
+    if scale >= 1:
+        return image
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+
+
+def output_stem(name: str, taken: set[str]) -> str:
+    """A file-system-safe stem from an upload's name, unique within one request."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._") or "photo"
+    unique, number = stem, 2
+    while unique.lower() in taken:
+        unique, number = f"{stem}-{number}", number + 1
+    taken.add(unique.lower())
+    return unique
+
+
+def write_archive(files: Sequence[Path], target: Path) -> Path:
+    """A zip of ``files`` under their own names; stored, not deflated, because PNG is already compressed."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
+        for file in files:
+            archive.write(file, arcname=file.name)
+    return target
+
+
+def protect_photos(
+    uploads: Sequence[str | Path],
+    generator: ConfounderGenerator,
+    output_dir: Path,
+    epsilon: float = EPSILON_DEFAULT,
+    owner_code: int | None = None,
+    generator_name: str = "default",
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ProtectionResult:
+    """Protects uploaded photos one at a time (bounded memory) and writes everything to show or download.
+
+    Args:
+        uploads: image files; each is named on the page by its file name.
+        generator: the ConfounderGenerator to use.
+        output_dir: an empty folder for the outputs (the app uses one per request inside Gradio's cache).
+        epsilon: the L∞ bound in pixel levels out of 255, ``EPSILON_MIN``..``EPSILON_MAX``.
+        owner_code: one label for every photo (see ``resolve_owner_code``), or None for label-free protection.
+        generator_name: how the page names the generator.
+        progress: called as ``progress(done, total, name)`` before each photo.
+
+    Files that cannot be protected are skipped with a message in ``skipped``; ``InputError`` is raised when the
+    request itself is wrong or no photo could be protected.
+    """
+    epsilon = check_epsilon(epsilon)
+    if not uploads:
+        raise InputError(f"Upload at least one photo ({SUPPORTED_FORMATS}).")
+    if len(uploads) > MAX_IMAGES:
+        raise InputError(f"{len(uploads)} photos were uploaded; at most {MAX_IMAGES} can be protected at once. "
+                         f"Please send them in batches of up to {MAX_IMAGES}.")
+    bound = round(epsilon)
+    protected_dir, preview_dir = output_dir / "protected", output_dir / "previews"
+    photos: list[ProtectedPhoto] = []
+    skipped: list[str] = []
+    taken: set[str] = set()
+    for done, upload in enumerate(uploads):
+        path = Path(upload)
+        if progress is not None:
+            progress(done, len(uploads), path.name)
+        try:
+            image = read_photo(path)
+        except InputError as error:
+            skipped.append(str(error))
+            continue
+        icc_profile = image.info.get("icc_profile")
+        original = pil_to_array(image)
+        protected = generator.protect(original[None], labels=owner_code, epsilon=epsilon / 255)[0]
+        noise = amplified_noise(original, protected, bound)
+        psnr, ssim = image_quality(original, protected)
+
+        stem = output_stem(path.name, taken)
+        protected_image = array_to_pil(protected)
+        protected_file = protected_dir / f"{stem}-protected.png"
+        save_image(protected_image, protected_file, "png", icc_profile)
+        downscaled = max(image.size) > PREVIEW_SIDE
+        original_preview = preview_dir / f"{stem}-original.png"
+        save_image(preview(array_to_pil(original), Image.Resampling.LANCZOS), original_preview, "png", icc_profile)
+        protected_preview = protected_file
+        if downscaled:
+            protected_preview = preview_dir / f"{stem}-protected-preview.png"
+            save_image(preview(protected_image, Image.Resampling.LANCZOS), protected_preview, "png", icc_profile)
+        # Nearest-neighbour keeps real per-pixel noise values; averaging would blur the noise towards gray.
+        noise_preview = preview_dir / f"{stem}-noise.png"
+        save_image(preview(array_to_pil(noise), Image.Resampling.NEAREST), noise_preview, "png")
+        max_change = int(np.abs(protected.astype(np.int16) - original).max())
+        photos.append(ProtectedPhoto(path.name, image.width, image.height, protected_file, original_preview,
+                                     protected_preview, noise_preview, psnr, ssim, max_change, downscaled))
+    if not photos:
+        raise InputError("None of the uploaded files could be protected:\n" + "\n".join(skipped))
+    archive = write_archive([photo.protected for photo in photos], output_dir / "protected-photos.zip")
+    return ProtectionResult(photos, skipped, archive, owner_code, epsilon, generator_name)

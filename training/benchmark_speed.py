@@ -1,0 +1,90 @@
+"""How fast is protection? Times ``ConfounderGenerator.protect`` on the hot paths and writes JSON.
+
+Measures (ConfounderGAN, Tian et al., NeurIPS 2022; uint8 images in, uint8 images out, ε from the model):
+- CIFAR-size throughput: a uint8 NHWC batch of 32×32 RGB images, images per second;
+- one 1-megapixel photo (1000×1000 RGB PIL image), seconds;
+- peak resident memory of a fresh process that loads the model and protects one 12-megapixel photo (4000×3000).
+
+    python training/benchmark_speed.py --output_json results/speed.json
+
+A benchmark, not a test: numbers depend on the machine, which is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from victim import hardware_summary
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+
+PEAK_MEMORY_SCRIPT = """
+import resource, sys, numpy as np
+from PIL import Image
+from modeling_confounder import ConfounderGenerator
+generator = ConfounderGenerator.from_pretrained(sys.argv[1])
+photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+generator.protect(photo)
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def best_seconds(function, repeats: int) -> float:
+    function()  # warm-up: first calls pay for kernel selection and allocation
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--cifar_images", type=int, default=8192)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output_json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    generator = ConfounderGenerator.from_pretrained(args.model)
+    rng = np.random.default_rng(0)
+    cifar = rng.integers(0, 256, (args.cifar_images, 32, 32, 3), dtype=np.uint8)
+    photo = Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
+    cifar_seconds = best_seconds(lambda: generator.protect(cifar, batch_size=args.batch_size), args.repeats)
+    photo_seconds = best_seconds(lambda: generator.protect(photo), args.repeats)
+    measured = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(args.model)], capture_output=True,
+                              text=True, check=True).stdout.split()
+    kilobytes_before, kilobytes_peak = (int(value) for value in measured)
+
+    report = {
+        "model": str(args.model),
+        "hardware": hardware_summary(),
+        "torch_threads": torch.get_num_threads(),
+        "cifar_images_per_second": args.cifar_images / cifar_seconds,
+        "megapixel_photo_seconds": photo_seconds,
+        "twelve_megapixel_peak_rss_gb": kilobytes_peak / 1024**2,
+        "twelve_megapixel_rss_before_protect_gb": kilobytes_before / 1024**2,
+        "this_process_peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+    print(json.dumps(report, indent=2))
+    if args.output_json:
+        args.output_json.parent.mkdir(parents=True, exist_ok=True)
+        args.output_json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
