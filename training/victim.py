@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -66,8 +67,14 @@ def train_victim(
     learning_rate: float = 0.05,
     seed: int = 0,
     progress: bool = True,
+    batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> VictimResult:
-    """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images``."""
+    """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images``.
+
+    ``batch_transform(model, images, labels, generator) -> (images, targets)`` lets a scraper's defense
+    (Cutout, CutMix, Mixup, adversarial training: see ``defenses.py``) rewrite each augmented batch; targets
+    are class indices or class probabilities, and train accuracy is still counted against the true labels.
+    """
     torch.manual_seed(seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_classifier(victim, num_classes, train_images.shape[-1], train_images.shape[1])
@@ -87,8 +94,11 @@ def train_victim(
         for indices in torch.randperm(len(train_images), generator=shuffle).split(batch_size):
             images = crop_and_flip(as_float(train_images[indices], device), shuffle)
             labels = train_labels[indices].to(device)
+            targets = labels
+            if batch_transform is not None:
+                images, targets = batch_transform(model, images, labels, shuffle)
             logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

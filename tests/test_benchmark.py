@@ -1,0 +1,288 @@
+"""The benchmark harness on a tiny generated dataset: every method and setting, the report, the cache, the
+sanity logic and the time estimate. No ../shared, no network; one epoch and tiny budgets everywhere."""
+
+import json
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from tests.test_training import TRAINING, tiny_dataset
+
+sys.path.insert(0, str(TRAINING))
+
+import benchmark  # noqa: E402
+import protection_methods  # noqa: E402
+from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixup  # noqa: E402
+from victim import train_victim  # noqa: E402
+
+TINY_BUDGETS = ["--epochs", "1", "--batch_size", "16", "--em_rounds", "1", "--em_train_steps", "1",
+                "--em_steps", "2", "--tap_epochs", "1", "--tap_steps", "2", "--confounder_steps", "2"]
+VICTIMS = ["test_resnet", "mobilenetv3_small_050"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, above all on busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("benchmark")
+    return {"output": root / "results", "cache": root / "cache"}
+
+
+def arguments(dataset: str, output: Path, cache: Path, *extra: str) -> list[str]:
+    return ["--dataset_name", dataset, "--output_dir", str(output), "--cache_dir", str(cache), *TINY_BUDGETS,
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def report(dataset, folders) -> dict:
+    """Every method without defense on two victims; every other setting on the first with patch noise, and
+    transfer with TAP (the cheapest method with a surrogate)."""
+    return benchmark.main(arguments(dataset, folders["output"], folders["cache"], "--victims", *VICTIMS,
+                                    "--defenses", *benchmark.DEFENSES, "--defense_methods", "patch",
+                                    "--transfer_methods", "tap"))
+
+
+def test_every_method_and_every_setting_runs(report):
+    runs = report["runs"]
+    assert {(run["method"], run["victim"]) for run in runs if run["defense"] == "none"} == {
+        (method, victim) for method in benchmark.METHODS for victim in VICTIMS}
+    assert {run["defense"] for run in runs} == set(benchmark.DEFENSES)
+    assert {run["victim"] for run in runs if run["defense"] not in ("none", "transfer")} == {VICTIMS[0]}
+    transfer = {(run["method"], run["victim"], run["surrogate"]) for run in runs
+                if run["defense"] == "transfer"}
+    assert transfer == {("tap", victim, "mobilenetv3_small_050") for victim in VICTIMS}
+    (one_class,) = (run for run in runs if run["defense"] == "one-class")
+    assert one_class["protected_class"] == 0 and one_class["protected_class_acc"] == one_class["class_acc"][0]
+    for run in runs:
+        assert len(run["history"]) == 1 and len(run["class_acc"]) == 4 and 0 <= run["auc"] <= 1
+
+
+def test_results_json_has_the_schema_of_the_issue(report, folders):
+    stored = json.loads((folders["output"] / "results.json").read_text())
+    assert stored == json.loads(json.dumps(report))
+    assert {"protocol", "dataset", "n_train", "n_test", "epsilon", "hardware", "runs", "quality",
+            "speed"} <= set(stored)
+    assert (stored["protocol"], stored["n_train"], stored["n_test"]) == ("quick", 40, 20)
+    assert stored["epsilon"] == pytest.approx(8 / 255) and stored["majority_rate"] == pytest.approx(0.25)
+    assert {"torch", "timm", "python"} <= set(stored["versions"])
+    for run in stored["runs"]:
+        assert {"method", "victim", "defense", "test_acc", "best_test_acc", "seconds"} <= set(run)
+        assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and run["seconds"] > 0
+    protected = set(benchmark.METHODS) - {"clean"} | {"tap-transfer"}
+    assert set(stored["quality"]) == set(stored["speed"]) == protected
+    for label in protected:
+        assert {"psnr", "ssim", "linf"} <= set(stored["quality"][label])
+        speed = stored["speed"][label]
+        assert speed["generate_seconds"] >= 0 and speed["images_per_second"] > 0
+
+
+def test_every_protected_training_set_stays_within_epsilon(report, folders):
+    stored = sorted(folders["cache"].glob("*.npz"))
+    assert {path.stem.rsplit("-", 1)[0] for path in stored} == set(report["quality"])
+    for path in stored:
+        with np.load(path) as cached:
+            assert 0 < np.abs(cached["noise"]).max() <= 8, path.name
+    assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
+
+
+@pytest.mark.parametrize("name", [name for name in benchmark.METHODS if name != "confounder-trained"])
+def test_new_images_are_protected_within_epsilon(name):
+    """``perturb`` on images that ``fit`` never saw (confounder-trained shares ConfounderGAN.perturb)."""
+    method = benchmark.build_methods(benchmark.parse_args(TINY_BUDGETS), num_classes=4)[name]
+    images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
+    labels = torch.arange(8) % 4
+    method.fit(images[:4], labels[:4])
+    change = (method.perturb(images[4:], labels[4:]).int() - images[4:].int()).abs().max().item()
+    assert change <= 8 and (change > 0) == (name != "clean")
+
+
+def test_markdown_and_figures_are_written(report, folders):
+    markdown = (folders["output"] / "results.md").read_text()
+    for heading in ("## Sanity", "## No defense", "## Training settings, test_resnet",
+                    "## Image quality and speed", "## All runs"):
+        assert heading in markdown
+    assert "python training/benchmark.py --dataset_name" in markdown
+    assert {Path(path).name for path in report["figures"]} == {
+        "curves.png", "samples.png", *(f"defense-{defense}.png" for defense in benchmark.DEFENSES)}
+    for path in report["figures"]:
+        with Image.open(path) as figure:
+            assert figure.format == "PNG" and min(figure.size) > 100
+
+
+def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monkeypatch):
+    def fit_again(*_):
+        raise AssertionError("a cached protected training set was made again")
+
+    for method in (protection_methods.ErrorMinimizingNoise, protection_methods.TargetedAdversarialPoison,
+                   protection_methods.TrainedConfounderGAN, protection_methods.PatchNoise):
+        monkeypatch.setattr(method, "fit", fit_again)
+    rerun = benchmark.main(arguments(dataset, tmp_path, folders["cache"], "--victims", VICTIMS[0],
+                                     "--methods", "patch", "em", "tap", "confounder-trained",
+                                     "--defenses", "none", "transfer", "--transfer_methods", "tap"))
+    assert len(rerun["runs"]) == 5
+    for label in ("patch", "em", "tap", "confounder-trained", "tap-transfer"):
+        assert rerun["quality"][label] == report["quality"][label]
+
+
+def test_grayscale_two_class_data_like_pneumoniamnist(tmp_path):
+    dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
+    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
+                                      "--victims", "test_resnet",
+                                      "--defenses", "none", "grayscale", "jpeg10", "transfer",
+                                      "--defense_methods", "confounder",
+                                      "--transfer_methods", "confounder-trained"))
+    assert len(report["runs"]) == len(benchmark.METHODS) + 3 and report["majority_rate"] == pytest.approx(0.5)
+    assert all(0 <= run["auc"] <= 1 and len(run["class_acc"]) == 2 for run in report["runs"])
+    assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
+    assert "majority-class rate of the test set 50.0%" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "train_victim", None)
+    result = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
+                                      "--victims", "test_resnet", "--methods", "clean", "em",
+                                      "--defenses", "none", "--estimate_only"))
+    assert "Estimated time" in capsys.readouterr().out
+    assert result["estimate"]["generation_seconds"] > 0 and len(result["cells"]) == 2
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_quick_protocol_fits_its_hour():
+    """Every setting on the first victim, only none and transfer on the second, in 60 minutes at the training
+    throughputs of the idle 2-core development machine (images/s; False: the surrogates' strided stem)."""
+    throughput = {("test_resnet", None): 480, ("mobilenetv3_small_100", None): 1000,
+                  ("test_resnet", False): 3000, ("mobilenetv3_small_050", None): 2000}
+    args = benchmark.parse_args([])
+    settings = benchmark.training_settings(10)
+    cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
+                                 args.transfer_methods, settings)
+    assert {cell.defense for cell in cells if cell.victim == args.victims[0]} == set(args.defenses)
+    assert {cell.defense for cell in cells if cell.victim == args.victims[1]} == {"none", "transfer"}
+    methods = benchmark.build_methods(args, 10)
+    variants = benchmark.protected_sets(cells, methods, settings, args.transfer_surrogate)
+    to_generate = {label: method for label, method in variants.items() if label != "clean"}
+    estimate = benchmark.estimate_seconds(cells, settings, to_generate, 10_000, 2_000, args.epochs,
+                                          lambda name, stem: throughput[(name, stem)])
+    assert estimate["total_seconds"] <= 60 * args.budget_minutes
+
+
+def test_estimate_arithmetic():
+    settings = benchmark.training_settings(10, adversarial_steps=3)
+    cells = [benchmark.Cell("clean", "v", "none", "clean"),
+             benchmark.Cell("clean", "v", "adversarial", "clean")]
+    em = protection_methods.ErrorMinimizingNoise(rounds=2, train_steps=1, steps=3, batch_size=10)
+    estimate = benchmark.estimate_seconds(cells, settings, {"em": em}, n_train=100, n_test=30, epochs=2,
+                                          images_per_second=lambda name, stem: 10.0)
+    # victims: 2 epochs × (100 training images × cost 1, then 4 + 30 test images at a third) / 10 images/s
+    assert estimate["victims_seconds"] == pytest.approx(2 * 110 / 10 + 2 * 410 / 10)
+    # EM: 2 rounds × (1 train step × 10 images + 100 images × (3 PGD steps + 1 check)) / 10 images/s
+    assert estimate["generation_seconds"] == pytest.approx(2 * (10 + 400) / 10)
+
+
+def test_a_setting_without_methods_says_what_to_pass():
+    settings = benchmark.training_settings(10)
+    with pytest.raises(ValueError, match="give --defense_methods"):
+        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["none", "partial50"], ["clean"], ["em"],
+                             settings)
+    with pytest.raises(ValueError, match="give --transfer_methods"):
+        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["transfer"], ["clean"], ["tap"], settings)
+
+
+def synthetic_report(majority_rate: float = 0.1, **accuracies: float) -> dict:
+    runs = [{"method": method, "victim": "v", "defense": "none", "test_acc": accuracy}
+            for method, accuracy in accuracies.items()]
+    # Runs under a defense don't count.
+    runs.append({"method": "em", "victim": "v", "defense": "grayscale", "test_acc": 0.9})
+    return {"clean_floor": 0.55, "majority_rate": majority_rate, "runs": runs}
+
+
+def test_sanity_passes_on_a_healthy_report():
+    checks = benchmark.sanity_checks(synthetic_report(clean=0.70, random=0.65, em=0.30, patch=0.55))
+    assert [name for name, _, _ in checks] == [
+        "clean v learns", "clean v beats the majority class", "sample-wise random noise barely hurts (v)",
+        "EM bites (v)", "LSP-style patch noise bites (v)"]
+    assert all(passed for _, passed, _ in checks)
+
+
+@pytest.mark.parametrize("report, failing", [
+    (synthetic_report(clean=0.50, random=0.50, em=0.20, patch=0.20), "clean v learns"),
+    (synthetic_report(majority_rate=0.625, clean=0.60), "clean v beats the majority class"),
+    (synthetic_report(clean=0.70, random=0.55, em=0.20, patch=0.20),
+     "sample-wise random noise barely hurts (v)"),
+    (synthetic_report(clean=0.70, random=0.70, em=0.65, patch=0.20), "EM bites (v)"),
+    (synthetic_report(clean=0.70, random=0.70, em=0.20, patch=0.62), "LSP-style patch noise bites (v)"),
+])
+def test_sanity_fails_where_it_should(report, failing):
+    checks = benchmark.sanity_checks(report, clean_floor=0.55)
+    assert [name for name, passed, _ in checks if not passed] == [failing]
+
+
+def test_sanity_skips_rows_without_runs():
+    assert benchmark.sanity_checks(synthetic_report(random=0.3, em=0.1)) == []
+
+
+def test_training_images_protect_the_chosen_part():
+    clean = torch.zeros(40, 4, 4, 3, dtype=torch.uint8)
+    protected, labels = clean + 1, torch.arange(40) % 4
+    settings = benchmark.training_settings(4, protected_class=2)
+    half = benchmark.training_images(settings["partial50"], clean, protected, labels, seed=0)
+    assert (half[:, 0, 0, 0] == 1).sum() == 20
+    one_class = benchmark.training_images(settings["one-class"], clean, protected, labels, seed=0)
+    assert torch.equal(one_class[:, 0, 0, 0] == 1, labels == 2)
+
+
+def test_batch_defenses():
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(8, 3, 16, 16), torch.arange(8) % 4
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    cut, targets = cutout(model, images, labels, generator)
+    assert targets is labels and 0 < (cut == 0).float().mean() <= 0.25
+    for transform in (partial(cutmix, num_classes=4), partial(mixup, num_classes=4)):
+        mixed, soft = transform(model, images, labels, generator)
+        assert mixed.shape == images.shape and 0 <= mixed.min() and mixed.max() <= 1
+        assert soft.shape == (8, 4) and torch.allclose(soft.sum(1), torch.ones(8))
+    attacked, targets = adversarial_training(model, images, labels, generator, epsilon=4 / 255, steps=2)
+    assert targets is labels and (attacked - images).abs().max() <= 4 / 255 + 1e-6
+    assert 0 <= attacked.min() and attacked.max() <= 1 and not torch.equal(attacked, images)
+
+
+def test_data_defenses():
+    images = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    gray = grayscale(images)
+    assert gray.shape == images.shape and torch.equal(gray[..., 0], gray[..., 2])
+    squeezed = jpeg(images, quality=10)
+    assert squeezed.shape == images.shape and squeezed.dtype == torch.uint8
+    assert not torch.equal(squeezed, images)
+
+
+def test_an_identity_batch_transform_changes_nothing():
+    images, labels = torch.randint(0, 256, (32, 16, 16, 3), dtype=torch.uint8), torch.arange(32) % 4
+    train = partial(train_victim, "test_resnet", "x", images, labels, images[:8], labels[:8], 4, epochs=1,
+                    batch_size=16, progress=False)
+    catcher = benchmark.ModelCatcher()
+    assert train().history == train(batch_transform=catcher).history and catcher.model is not None
+
+
+def test_roc_auc():
+    labels = np.array([0, 0, 1, 1])
+    ordered = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    assert benchmark.roc_auc(ordered, labels) == 1.0 and benchmark.roc_auc(ordered[::-1], labels) == 0.0
+    assert benchmark.roc_auc(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 2])) == 1.0

@@ -1,0 +1,703 @@
+"""Benchmark: ConfounderGAN against EM, TAP and simple baselines, under the defenses a data scraper would use.
+
+For methods × victims × training settings, one run protects the training set, trains a victim (a timm model,
+from scratch) on it and tests the victim on clean test images. It writes ``results.json``, ``results.md``
+(tables, sanity rows first) and PNG figures: test accuracy per epoch, a bar chart per setting, and clean /
+protected / amplified-noise samples. Every method works within the same L∞ budget ε = 8/255; the methods and
+their papers are in ``protection_methods.py``, the defenses in ``defenses.py``.
+
+Protocols set the defaults, and any argument overrides them:
+- ``quick`` (2 CPU cores, under an hour): the first 10,000 training and 2,000 test images of CIFAR-10
+  (prefixes of ``../shared/data/cifar10`` are class-balanced); victims test_resnet (full-resolution stem,
+  every setting) and mobilenetv3_small_100 (no defense);
+- ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18, VGG-11, DenseNet-121, MobileNetV2 and
+  ViT-S/8, every setting for every method on the first.
+
+    python training/benchmark.py --protocol quick --estimate_only   # the plan and its time, then stop
+    python training/benchmark.py --protocol quick --output_dir results/benchmark-quick
+    python training/benchmark.py --protocol quick --methods clean random em --defenses none grayscale jpeg10
+    python training/benchmark.py --protocol quick --dataset_name ../shared/data/pneumoniamnist \\
+        --output_dir results/benchmark-pneumonia
+
+Settings other than ``none`` train the first victim only, on the ``--defense_methods``; ``transfer`` remakes
+the ``--transfer_methods`` with ``--transfer_surrogate`` (surrogate A) and trains every victim (B, C) on them.
+Protected training sets are cached in ``--cache_dir`` under a hash of the method's settings and of the exact
+training images, so a rerun only retrains victims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import partial
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixup
+from evaluate_unlearnability import image_quality, parse_rows
+from matplotlib.figure import Figure
+from protection_methods import (
+    ClasswiseNoise,
+    Clean,
+    ConfounderGAN,
+    ErrorMinimizingNoise,
+    Method,
+    PatchNoise,
+    TargetedAdversarialPoison,
+    TrainedConfounderGAN,
+    UniformNoise,
+)
+from scipy.stats import rankdata
+from victim import as_float, hardware_summary, train_victim
+
+from modeling_confounder import DEFAULT_MODEL
+from modeling_confounder.classifiers import create_classifier
+from modeling_confounder.data import ImageClassificationData, load_classification_data
+
+METHODS = ("clean", "random", "classwise", "patch", "em", "tap", "confounder", "confounder-label-free",
+           "confounder-trained")
+TRANSFERABLE = ("em", "tap", "confounder-trained")  # the methods with a surrogate to swap
+SANITY_MARGIN = 0.10  # "barely hurts" and "bites" are judged against clean accuracy with this margin
+SAMPLES = 3  # images per protected set in the samples figure
+NEW_IMAGES = 256  # test images protected as "new images" to measure protection speed
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How a victim trains: a scraper's defense, or which part of the training set is protected."""
+
+    data_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # on the uint8 NHWC training images
+    on_test_images: bool = False  # the test images too: a model trained on gray images is tested on gray ones
+    batch_transform: Callable | None = None  # see train_victim
+    cost: float = 1.0  # training time relative to no defense, for the time estimate
+    protected_fraction: float = 1.0
+    protected_class: int | None = None
+    transfer: bool = False  # the method's noise comes from --transfer_surrogate instead of --surrogate
+
+    @property
+    def protects_part(self) -> bool:
+        """Only part of the data is protected: meaningless for clean data, which is the reference."""
+        return self.protected_fraction < 1 or self.protected_class is not None
+
+
+def training_settings(num_classes: int, protected_class: int = 0, adversarial_epsilon: float = 4 / 255,
+                      adversarial_steps: int = 3) -> dict[str, Setting]:
+    adversarial = partial(adversarial_training, epsilon=adversarial_epsilon, steps=adversarial_steps)
+    return {
+        "none": Setting(),
+        "grayscale": Setting(grayscale, on_test_images=True),
+        "jpeg10": Setting(partial(jpeg, quality=10)),
+        "cutout": Setting(batch_transform=cutout),
+        "cutmix": Setting(batch_transform=partial(cutmix, num_classes=num_classes)),
+        "mixup": Setting(batch_transform=partial(mixup, num_classes=num_classes)),
+        "adversarial": Setting(batch_transform=adversarial, cost=1 + adversarial_steps),
+        **{f"partial{percent}": Setting(protected_fraction=percent / 100) for percent in (20, 50, 80)},
+        "one-class": Setting(protected_class=protected_class),
+        "transfer": Setting(transfer=True),
+    }
+
+
+DEFENSES = tuple(training_settings(num_classes=2))
+
+# quick: 60 minutes on 2 CPU cores. At the training throughputs of this machine when idle, ~480 images/s for
+# test_resnet and ~1,000 for mobilenetv3_small_100, a 10-epoch victim takes ~3.7 and ~1.8 minutes: ten epochs
+# would pay for a dozen victims, not for every setting. So 4 epochs; the settings run on clean data (each
+# one's reference) and the shipped ConfounderGAN, and transfer on the generator trained in the run: 24
+# test_resnet and 10 mobilenet victims, ~43 min, plus ~9 min of EM, TAP and generator training.
+# `--estimate_only` prints the estimate from throughputs measured on the spot.
+PROTOCOLS = {
+    "quick": {"train_rows": (0, 10_000), "test_rows": (0, 2_000), "epochs": 4,
+              "victims": ["test_resnet", "mobilenetv3_small_100"],
+              "defenses": [name for name in DEFENSES if name != "adversarial"],
+              "defense_methods": ["clean", "confounder"], "transfer_methods": ["confounder-trained"],
+              "em_rounds": 5, "em_train_steps": 20, "em_steps": 10, "tap_epochs": 5, "tap_steps": 10,
+              "confounder_steps": 300, "clean_floor": 0.55, "budget_minutes": 60},
+    "full": {"train_rows": None, "test_rows": None, "epochs": 40,
+             "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100", "vit_small_patch8_224"],
+             "defenses": list(DEFENSES), "defense_methods": list(METHODS),
+             "transfer_methods": list(TRANSFERABLE), "em_rounds": 20, "em_train_steps": 10, "em_steps": 20,
+             "tap_epochs": 40, "tap_steps": 100, "confounder_steps": 4000, "clean_floor": 0.80,
+             "budget_minutes": None},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="quick",
+                        help="sets the defaults marked (protocol)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default="../shared/data/cifar10",
+                      help="Hub id, local dataset folder or save_to_disk folder")
+    data.add_argument("--image_column_name", default=None)
+    data.add_argument("--label_column_name", default=None)
+    data.add_argument("--train_split", default="train")
+    data.add_argument("--test_split", default="test")
+    data.add_argument("--train_rows", type=parse_rows, default=None, metavar="START:STOP", help="(protocol)")
+    data.add_argument("--test_rows", type=parse_rows, default=None, metavar="START:STOP", help="(protocol)")
+    data.add_argument("--resolution", type=int, default=None, help="resize images to this square size")
+    grid = parser.add_argument_group("what to run")
+    grid.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    grid.add_argument("--defenses", nargs="+", choices=DEFENSES, default=None,
+                      help="training settings (protocol)")
+    grid.add_argument("--defense_methods", nargs="+", choices=METHODS, default=None,
+                      help="methods trained under the settings other than none and transfer (protocol)")
+    grid.add_argument("--transfer_methods", nargs="+", choices=TRANSFERABLE, default=None,
+                      help="methods remade with --transfer_surrogate for the transfer setting (protocol)")
+    grid.add_argument("--victims", nargs="+", default=None,
+                      help="timm names; the first gets every setting (protocol)")
+    grid.add_argument("--epochs", type=int, default=None, help="(protocol)")
+    grid.add_argument("--batch_size", type=int, default=128)
+    grid.add_argument("--learning_rate", type=float, default=0.05)
+    grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--estimate_only", action="store_true",
+                      help="print the plan and its estimated time, then stop")
+    grid.add_argument("--budget_minutes", type=float, default=None,
+                      help="warn when the estimate exceeds it (protocol)")
+    method = parser.add_argument_group("methods and defenses")
+    method.add_argument("--epsilon", type=float, default=8,
+                        help="L∞ budget of every method, in levels out of 255")
+    method.add_argument("--generator", default=DEFAULT_MODEL, help="the generator of 'confounder'")
+    method.add_argument("--surrogate", default="test_resnet",
+                        help="timm surrogate of em, tap and confounder-trained")
+    method.add_argument("--transfer_surrogate", default="mobilenetv3_small_050",
+                        help="surrogate A of the transfer setting; the victims are B and C")
+    method.add_argument("--em_rounds", type=int, default=None, help="EM outer iterations at most (protocol)")
+    method.add_argument("--em_train_steps", type=int, default=None,
+                        help="EM surrogate steps per round (protocol)")
+    method.add_argument("--em_steps", type=int, default=None, help="EM PGD steps per round (protocol)")
+    method.add_argument("--tap_epochs", type=int, default=None,
+                        help="TAP surrogate epochs on clean data (protocol)")
+    method.add_argument("--tap_steps", type=int, default=None, help="TAP PGD steps (protocol)")
+    method.add_argument("--confounder_steps", type=int, default=None,
+                        help="training steps of confounder-trained (protocol)")
+    method.add_argument("--adversarial_epsilon", type=float, default=4,
+                        help="budget of adversarial training, in levels out of 255")
+    method.add_argument("--adversarial_steps", type=int, default=3, help="PGD steps of adversarial training")
+    method.add_argument("--protected_class", type=int, default=0, help="the class of the one-class setting")
+    output = parser.add_argument_group("output")
+    output.add_argument("--output_dir", type=Path, default=None, help="default: results/benchmark-PROTOCOL")
+    output.add_argument("--cache_dir", type=Path, default=Path("runs/benchmark-cache"),
+                        help="protected training sets and trained generators, reused by reruns")
+    output.add_argument("--clean_floor", type=float, default=None,
+                        help="clean accuracy every victim must reach in the sanity rows (protocol)")
+    args = parser.parse_args(argv)
+    for key, value in PROTOCOLS[args.protocol].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.output_dir = args.output_dir or Path(f"results/benchmark-{args.protocol}")
+    args.command = shlex.join(["python", "training/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def build_methods(args: argparse.Namespace, num_classes: int) -> dict[str, Method]:
+    epsilon = args.epsilon / 255
+    common = {"epsilon": epsilon, "seed": args.seed}
+    surrogate = {**common, "num_classes": num_classes, "surrogate": args.surrogate}
+    return {
+        "clean": Clean(**common),
+        "random": UniformNoise(**common),
+        "classwise": ClasswiseNoise(**common, num_classes=num_classes),
+        "patch": PatchNoise(**common, num_classes=num_classes),
+        # PGD steps of 2.5·ε/steps let the noise cross the ε-ball within one call (Madry et al.).
+        "em": ErrorMinimizingNoise(**surrogate, rounds=args.em_rounds, train_steps=args.em_train_steps,
+                                   steps=args.em_steps, step_size=2.5 * epsilon / args.em_steps),
+        "tap": TargetedAdversarialPoison(**surrogate, surrogate_epochs=args.tap_epochs, steps=args.tap_steps,
+                                         step_size=2.5 * epsilon / args.tap_steps),
+        "confounder": ConfounderGAN(**common, model=args.generator),
+        "confounder-label-free": ConfounderGAN(**common, model=args.generator, use_labels=False),
+        "confounder-trained": TrainedConfounderGAN(**surrogate, steps=args.confounder_steps,
+                                                   output_dir=args.cache_dir),
+    }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One victim training; ``variant`` names its protected training set (``em``, or ``em-transfer``)."""
+
+    method: str
+    victim: str
+    defense: str
+    variant: str
+
+
+def plan_cells(methods: list[str], victims: list[str], defenses: list[str], defense_methods: list[str],
+               transfer_methods: list[str], settings: dict[str, Setting]) -> list[Cell]:
+    """``none``: every method on every victim. ``transfer``: the ``transfer_methods`` on every victim. Other
+    settings: the ``defense_methods`` on the first victim (clean data only where it is the reference)."""
+    cells = []
+    for defense in defenses:
+        setting = settings[defense]
+        if defense == "none":
+            chosen = [Cell(method, victim, defense, method) for victim in victims for method in methods]
+        elif setting.transfer:
+            chosen = [Cell(method, victim, defense, f"{method}-transfer") for method in methods
+                      if method in transfer_methods for victim in victims]
+        else:
+            chosen = [Cell(method, victims[0], defense, method) for method in methods
+                      if method in defense_methods and not (setting.protects_part and method == "clean")]
+        if not chosen:
+            wanted = "--transfer_methods" if setting.transfer else "--defense_methods"
+            raise ValueError(f"the {defense} setting has nothing to run: give {wanted} a protection method "
+                             f"that is also among --methods ({' '.join(methods)})")
+        cells += chosen
+    return cells
+
+
+def protected_sets(cells: list[Cell], methods: dict[str, Method], settings: dict[str, Setting],
+                   transfer_surrogate: str) -> dict[str, Method]:
+    """The method that makes each protected training set the cells need, by variant, in the cells' order."""
+    return {cell.variant: replace(methods[cell.method], surrogate=transfer_surrogate)
+            if settings[cell.defense].transfer else methods[cell.method] for cell in cells}
+
+
+def measure_images_per_second(name: str, small_input_stem: bool | None, data: ImageClassificationData,
+                              batch_size: int, steps: int = 3) -> float:
+    """Training throughput of a timm model here: forward, backward and an SGD step on random batches."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    channels, resolution = data.channels, data.images.shape[1]
+    model = create_classifier(name, data.num_classes, channels, resolution, small_input_stem)
+    model = model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    images = torch.rand(batch_size, channels, resolution, resolution, device=device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, data.num_classes, (batch_size,), device=device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # waits for the GPU
+
+    for _ in range(2):  # warm-up: the first calls pay for kernel selection and allocation
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (time.perf_counter() - started)
+
+
+class Throughput:
+    """Training images per second of timm models on this machine, each (name, stem) measured once."""
+
+    def __init__(self, data: ImageClassificationData, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+        self.measured: dict[tuple[str, bool | None], float] = {}
+
+    def __call__(self, name: str, small_input_stem: bool | None) -> float:
+        key = (name, small_input_stem)
+        if key not in self.measured:
+            self.measured[key] = measure_images_per_second(name, small_input_stem, self.data, self.batch_size)
+        return self.measured[key]
+
+
+def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generate: dict[str, Method],
+                     n_train: int, n_test: int, epochs: int,
+                     images_per_second: Callable[[str, bool | None], float]) -> dict[str, float]:
+    """Time of a plan from training throughputs (images/s of a timm name with a stem choice).
+
+    A victim epoch trains on every training image (times the setting's cost) and tests on every test image,
+    which costs about a third as much. Making a protected set costs its method's surrogate work; methods
+    without one (noise, a shipped generator) take seconds.
+    """
+    victims = sum(epochs * (n_train * settings[cell.defense].cost + n_test / 3)
+                  / images_per_second(cell.victim, None) for cell in cells)
+    works = [work for method in to_generate.values() if (work := method.work(n_train))]
+    generation = sum(work.passes / images_per_second(work.model, work.small_input_stem) for work in works)
+    return {"victims_seconds": victims, "generation_seconds": generation,
+            "total_seconds": victims + generation}
+
+
+class PerturbationCache:
+    """Protected training sets on disk as int8 noise, keyed by the method's settings and the training data.
+
+    Code is not part of the key: after changing how a method works, delete its files from the cache.
+    """
+
+    def __init__(self, folder: Path, data: ImageClassificationData) -> None:
+        self.folder = Path(folder)
+        digest = hashlib.sha256(data.images.numpy().tobytes())
+        digest.update(data.labels.numpy().tobytes())
+        self.fingerprint = digest.hexdigest()
+
+    def path(self, label: str, method: Method) -> Path:
+        key = hashlib.sha256((method.digest() + self.fingerprint).encode()).hexdigest()[:16]
+        return self.folder / f"{label}-{key}.npz"
+
+    def load(self, label: str, method: Method, clean: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
+        path = self.path(label, method)
+        if not path.exists():
+            return None
+        with np.load(path) as stored:
+            noise = torch.from_numpy(stored["noise"])
+            info = json.loads(str(stored["info"]))
+        return (clean.to(torch.int16) + noise).to(torch.uint8), info
+
+    def save(self, label: str, method: Method, clean: torch.Tensor, protected: torch.Tensor,
+             info: dict) -> None:
+        path = self.path(label, method)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        unfinished = path.with_name(path.stem + ".partial.npz")  # renamed once complete: never half a file
+        noise = (protected.to(torch.int16) - clean.to(torch.int16)).to(torch.int8).numpy()
+        np.savez_compressed(unfinished, noise=noise, info=np.array(json.dumps(info, default=str)))
+        unfinished.replace(path)
+
+
+def protect_training_set(label: str, method: Method, train: ImageClassificationData,
+                         new: ImageClassificationData, cache: PerturbationCache) -> tuple[torch.Tensor, dict]:
+    """The protected training set (from the cache, or made and cached) and its quality and speed."""
+    cached = cache.load(label, method, train.images)
+    if cached is not None:
+        print(f"{label}: protected training set from {cache.path(label, method)}", flush=True)
+        return cached
+    print(f"{label}: protecting {len(train.labels)} training images", flush=True)
+    started = time.perf_counter()
+    protected = method.fit(train.images, train.labels)
+    generate_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    method.perturb(new.images, new.labels)
+    images_per_second = len(new.labels) / (time.perf_counter() - started)
+    quality = image_quality(train.images.numpy(), protected.numpy())
+    levels = round(method.epsilon * 255)
+    if quality["linf_pixels"] > levels:
+        raise RuntimeError(f"{label} changed a pixel by {quality['linf_pixels']} levels, more than ε = "
+                           f"{levels}/255 allows: a bug in {type(method).__name__}")
+    info = {"generate_seconds": generate_seconds, "images_per_second": images_per_second,
+            "quality": quality, "settings": method.settings()}
+    cache.save(label, method, train.images, protected, info)
+    return protected, info
+
+
+class ModelCatcher:
+    """A batch transform that keeps the model it is called with: ``train_victim`` returns numbers only, and
+    the benchmark also needs class probabilities (per-class accuracy, AUC) from the trained model."""
+
+    def __init__(self, transform: Callable | None = None) -> None:
+        self.transform = transform
+        self.model: torch.nn.Module | None = None
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model = model
+        if self.transform is None:
+            return images, labels
+        return self.transform(model, images, labels, generator)
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """Class probabilities for uint8 NHWC images."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(as_float(images[start:start + batch_size], device)).softmax(1).float().cpu()
+                      for start in range(0, len(images), batch_size)]).numpy()
+
+
+def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC by the Mann–Whitney rank statistic: of class 1 for two classes, else the one-vs-rest mean."""
+    classes = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
+    scores = []
+    for k in classes:
+        positive = labels == k
+        positives, negatives = positive.sum(), (~positive).sum()
+        if positives and negatives:
+            ranks = rankdata(probabilities[:, k])
+            scores.append((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(np.mean(scores)) if scores else None
+
+
+def training_images(setting: Setting, clean: torch.Tensor, protected: torch.Tensor, labels: torch.Tensor,
+                    seed: int) -> torch.Tensor:
+    """The victim's training set: protected where the setting protects (all, a random fraction, one class)."""
+    if setting.protected_class is not None:
+        mask = labels == setting.protected_class
+    else:
+        mask = torch.zeros(len(labels), dtype=torch.bool)
+        chosen = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        mask[chosen[:round(setting.protected_fraction * len(labels))]] = True
+    images = torch.where(mask[:, None, None, None], protected, clean)
+    return images if setting.data_transform is None else setting.data_transform(images)
+
+
+def run_cell(cell: Cell, setting: Setting, protected: torch.Tensor, train: ImageClassificationData,
+             test: ImageClassificationData, args: argparse.Namespace) -> dict:
+    images = training_images(setting, train.images, protected, train.labels, args.seed)
+    test_images = setting.data_transform(test.images) if setting.on_test_images else test.images
+    catcher = ModelCatcher(setting.batch_transform)
+    result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, train.labels, test_images,
+                          test.labels, train.num_classes, args.epochs, args.batch_size, args.learning_rate,
+                          args.seed, batch_transform=catcher)
+    probabilities = predict(catcher.model, test_images)
+    labels = test.labels.numpy()
+    correct = probabilities.argmax(1) == labels
+    class_acc = [float(correct[labels == k].mean()) if (labels == k).any() else None
+                 for k in range(train.num_classes)]
+    run = {"method": cell.method, "victim": cell.victim, "defense": cell.defense, "test_acc": result.test_acc,
+           "best_test_acc": result.best_test_acc, "seconds": result.seconds, "train_acc": result.train_acc,
+           "history": result.history, "auc": roc_auc(probabilities, labels), "class_acc": class_acc}
+    if setting.protected_class is not None:
+        others = labels != setting.protected_class
+        run.update(protected_class=setting.protected_class,
+                   protected_class_acc=class_acc[setting.protected_class],
+                   other_classes_acc=float(correct[others].mean()))
+    if setting.transfer:
+        run["surrogate"] = args.transfer_surrogate
+    return run
+
+
+def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[str, bool, str]]:
+    """The rows that make a report trustworthy, as (name, passed, detail), from the runs without defense.
+
+    For every victim with a clean run: it learns (≥ ``clean_floor``, default ``report["clean_floor"]``, and
+    above the majority-class rate); sample-wise random noise barely hurts (at most ``SANITY_MARGIN`` below
+    clean); the known shortcuts, EM and LSP-style patches, bite (at least ``SANITY_MARGIN`` below clean).
+    Rows whose runs are missing are left out.
+    """
+    floor = report["clean_floor"] if clean_floor is None else clean_floor
+    accuracy = {(run["method"], run["victim"]): run["test_acc"] for run in report["runs"]
+                if run["defense"] == "none"}
+    checks = []
+    for victim in dict.fromkeys(run["victim"] for run in report["runs"]):
+        clean = accuracy.get(("clean", victim))
+        if clean is None:
+            continue
+        checks.append((f"clean {victim} learns", clean >= floor, f"{clean:.1%} (needs ≥ {floor:.0%})"))
+        if report.get("majority_rate") is not None:
+            checks.append((f"clean {victim} beats the majority class", clean > report["majority_rate"],
+                           f"{clean:.1%} vs {report['majority_rate']:.1%}"))
+        for method, name, bites in (("random", "sample-wise random noise barely hurts", False),
+                                    ("em", "EM bites", True), ("patch", "LSP-style patch noise bites", True)):
+            if (method, victim) in accuracy:
+                drop = clean - accuracy[(method, victim)]
+                passed = drop >= SANITY_MARGIN if bites else drop <= SANITY_MARGIN
+                needs = f"needs {'≥' if bites else '≤'} {SANITY_MARGIN * 100:.0f} points lower"
+                checks.append((f"{name} ({victim})", passed,
+                               f"{accuracy[(method, victim)]:.1%} vs clean {clean:.1%} ({needs})"))
+    return checks
+
+
+def package_versions() -> dict[str, str]:
+    names = ("confounder-gan", "torch", "timm", "diffusers", "accelerate", "datasets", "numpy",
+             "scikit-image", "pillow", "matplotlib")
+    return {"python": sys.version.split()[0], **{name: version(name) for name in names}}
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def protected_class(run: dict) -> str:
+    if "protected_class" not in run:
+        return "–"
+    return (f"{percent(run['protected_class_acc'])} (class {run['protected_class']}; "
+            f"others {percent(run['other_classes_acc'])})")
+
+
+def format_markdown(report: dict) -> str:
+    runs = report["runs"]
+    victims = list(dict.fromkeys(run["victim"] for run in runs))
+    methods = list(dict.fromkeys(run["method"] for run in runs))
+    defenses = list(dict.fromkeys(run["defense"] for run in runs))
+    by_cell = {(run["method"], run["victim"], run["defense"]): run for run in runs}
+
+    def cell(method: str, victim: str, defense: str) -> str:
+        run = by_cell.get((method, victim, defense))
+        return "–" if run is None else f"{run['test_acc']:.1%} ({run['best_test_acc']:.1%})"
+
+    versions = ", ".join(f"{name} {value}" for name, value in report["versions"].items())
+    data = (f"`{report['dataset']}`, {report['n_train']} training and {report['n_test']} test images, "
+            f"{report['num_classes']} classes; majority-class rate of the test set "
+            f"{percent(report['majority_rate'])}")
+    victims_train = (f"Victims train from scratch for {report['epochs']} epoch(s) with crop + flip; accuracy "
+                     "is on clean test images, final (best epoch)")
+    lines = [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",
+             f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
+             f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
+             f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.", "",
+             "## Sanity", "",
+             "If a row fails, fix the harness before reading anything else from this report.", "",
+             *table(["check", "result", "detail"], [[name, "pass" if passed else "**FAIL**", detail]
+                                                        for name, passed, detail in sanity_checks(report)])]
+    if "none" in defenses:
+        lines += ["## No defense", "",
+                  *table(["method", *victims],
+                         [[method, *(cell(method, victim, "none") for victim in victims)]
+                          for method in methods])]
+    lines += [f"## Training settings, {victims[0]}", "",
+              *table(["method", *defenses],
+                     [[method, *(cell(method, victims[0], defense) for defense in defenses)]
+                      for method in methods])]
+    if report["quality"]:
+        lines += ["## Image quality and speed", "",
+                  *table(["protected set", "PSNR", "SSIM", "max abs δ", "protect the training set",
+                          "protect new images"],
+                         [[label, f"{quality['psnr']:.1f} dB", f"{quality['ssim']:.3f}",
+                           f"{quality['linf_pixels']}/255",
+                           f"{report['speed'][label]['generate_seconds']:.1f} s",
+                           f"{report['speed'][label]['images_per_second']:.0f} images/s"]
+                          for label, quality in report["quality"].items()])]
+    lines += ["## All runs", "",
+              *table(["method", "victim", "defense", "test acc", "best", "train acc", "AUC",
+                      "protected class acc", "seconds"],
+                     [[run["method"], run["victim"], run["defense"], percent(run["test_acc"]),
+                       percent(run["best_test_acc"]), percent(run["train_acc"]),
+                       "–" if run["auc"] is None else f"{run['auc']:.3f}", protected_class(run),
+                       f"{run['seconds']:.0f}"] for run in runs])]
+    return "\n".join(lines)
+
+
+def write_figures(report: dict, clean: torch.Tensor, protected: dict[str, torch.Tensor],
+                  folder: Path) -> list[Path]:
+    """Accuracy curves (no defense), a bar chart per setting, and clean / protected / amplified-noise
+    samples."""
+    runs, paths = report["runs"], []
+    victims = list(dict.fromkeys(run["victim"] for run in runs))
+
+    curves = [run for run in runs if run["defense"] == "none"]
+    if curves:
+        figure = Figure(figsize=(5 * len(victims), 3.5), layout="constrained")
+        for axis, victim in zip(figure.subplots(1, len(victims), squeeze=False)[0], victims):
+            for run in (run for run in curves if run["victim"] == victim):
+                is_clean = run["method"] == "clean"
+                axis.plot(range(1, len(run["history"]) + 1), run["history"], marker=".", label=run["method"],
+                          linestyle="--" if is_clean else "-", color="black" if is_clean else None)
+            axis.set(title=f"{victim}, no defense", xlabel="epoch", ylabel="clean test accuracy", ylim=(0, 1))
+            axis.legend(fontsize="small")
+        paths.append(folder / "curves.png")
+        figure.savefig(paths[-1], dpi=120)
+
+    first_clean = ("clean", victims[0], "none")
+    reference = next((run["test_acc"] for run in runs
+                      if (run["method"], run["victim"], run["defense"]) == first_clean), None)
+    for defense in dict.fromkeys(run["defense"] for run in runs):
+        chosen = [run for run in runs if run["defense"] == defense]
+        several = len({run["victim"] for run in chosen}) > 1
+        figure = Figure(figsize=(max(4.0, 0.7 * len(chosen) + 1.5), 3.5), layout="constrained")
+        axis = figure.subplots()
+        axis.bar([f"{run['method']}\n{run['victim']}" if several else run["method"] for run in chosen],
+                 [run["test_acc"] for run in chosen], color="tab:blue")
+        if reference is not None:
+            axis.axhline(reference, color="black", linestyle="--", label=f"clean, no defense ({victims[0]})")
+            axis.legend(fontsize="small")
+        axis.set(title=f"setting: {defense}", ylabel="clean test accuracy", ylim=(0, 1))
+        axis.tick_params(axis="x", labelrotation=45, labelsize="small")
+        paths.append(folder / f"defense-{defense}.png")
+        figure.savefig(paths[-1], dpi=120)
+
+    if protected:
+        levels = report["epsilon_levels"]
+        figure = Figure(figsize=(3.6 * SAMPLES, 1.3 * len(protected)), layout="constrained")
+        axes = figure.subplots(len(protected), 3 * SAMPLES, squeeze=False)
+        for row, (label, images) in zip(axes, protected.items()):
+            for index in range(min(SAMPLES, len(images))):
+                noise = (images[index].float() - clean[index].float()) / (2 * levels) + 0.5  # ±ε → [0, 1]
+                shown = (clean[index].float() / 255, images[index].float() / 255, noise)
+                for axis, image, title in zip(row[3 * index:3 * index + 3], shown,
+                                              ("clean", label, "noise, amplified")):
+                    axis.imshow(image.clamp(0, 1).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+                    axis.set_title(title, fontsize=7)
+            for axis in row:
+                axis.set_axis_off()
+        paths.append(folder / "samples.png")
+        figure.savefig(paths[-1], dpi=120)
+    return paths
+
+
+def print_plan(args: argparse.Namespace, cells: list[Cell], variants: dict[str, Method],
+               to_generate: dict[str, Method], n_train: int, estimate: dict[str, float],
+               throughput: Throughput) -> None:
+    per_victim = ", ".join(f"{victim}: {sum(cell.victim == victim for cell in cells)}"
+                           for victim in args.victims)
+    measured = ", ".join(f"{name}{'' if stem is None else ' (strided)'} {value:.0f}"
+                         for (name, stem), value in throughput.measured.items())
+    print(f"Plan: {len(cells)} victims of {args.epochs} epoch(s) on {n_train} images ({per_victim}); "
+          f"{len(to_generate)} of {len(variants)} protected sets to make, the others cached or clean.\n"
+          f"Estimated time: {estimate['total_seconds'] / 60:.0f} min (victims "
+          f"{estimate['victims_seconds'] / 60:.0f} min, protection {estimate['generation_seconds'] / 60:.0f} "
+          f"min), from training throughputs measured now, in images/s: {measured}", flush=True)
+    if args.budget_minutes and estimate["total_seconds"] > 60 * args.budget_minutes:
+        print(f"WARNING: over the {args.protocol} protocol's budget of {args.budget_minutes:.0f} min: run a "
+              "subset (--methods, --defenses, --defense_methods, --victims) or fewer --epochs", flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    train = load_classification_data(args.dataset_name, args.train_split, args.image_column_name,
+                                     args.label_column_name, args.train_rows, args.resolution)
+    test = load_classification_data(args.dataset_name, args.test_split, args.image_column_name,
+                                    args.label_column_name, args.test_rows, args.resolution,
+                                    channels=train.channels, num_classes=train.num_classes)
+    if not 0 <= args.protected_class < train.num_classes:
+        raise ValueError(f"--protected_class {args.protected_class} is not a class of {args.dataset_name} "
+                         f"(0..{train.num_classes - 1})")
+    settings = training_settings(train.num_classes, args.protected_class, args.adversarial_epsilon / 255,
+                                 args.adversarial_steps)
+    cells = plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
+                       settings)
+    methods = build_methods(args, train.num_classes)
+    variants = protected_sets(cells, methods, settings, args.transfer_surrogate)
+    cache = PerturbationCache(args.cache_dir, train)
+    to_generate = {label: method for label, method in variants.items()
+                   if not isinstance(method, Clean) and not cache.path(label, method).exists()}
+    throughput = Throughput(train, args.batch_size)
+    estimate = estimate_seconds(cells, settings, to_generate, len(train.labels), len(test.labels),
+                                args.epochs, throughput)
+    print_plan(args, cells, variants, to_generate, len(train.labels), estimate, throughput)
+    if args.estimate_only:
+        return {"estimate": estimate, "cells": [asdict(cell) for cell in cells]}
+
+    test_labels = test.labels.numpy()
+    report = {"protocol": args.protocol, "dataset": args.dataset_name, "train_rows": args.train_rows,
+              "test_rows": args.test_rows, "n_train": len(train.labels), "n_test": len(test.labels),
+              "num_classes": train.num_classes,
+              "majority_rate": float(np.bincount(test_labels).max() / len(test_labels)),
+              "epsilon": args.epsilon / 255, "epsilon_levels": round(args.epsilon), "epochs": args.epochs,
+              "victims": args.victims, "hardware": hardware_summary(), "versions": package_versions(),
+              "command": args.command, "clean_floor": args.clean_floor, "estimate": estimate,
+              "runs": [], "quality": {}, "speed": {}}
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    results_json = args.output_dir / "results.json"
+    new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
+    samples: dict[str, torch.Tensor] = {}
+    for label, method in variants.items():
+        protected = train.images
+        if not isinstance(method, Clean):
+            protected, info = protect_training_set(label, method, train, new, cache)
+            report["quality"][label] = info["quality"]
+            report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
+            samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
+        for cell in (cell for cell in cells if cell.variant == label):
+            run = run_cell(cell, settings[cell.defense], protected, train, test, args)
+            report["runs"].append(run)
+            print(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "
+                  f"(best {run['best_test_acc']:6.1%}) train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s",
+                  flush=True)
+            results_json.write_text(json.dumps(report, indent=2))  # after every run: partial results survive
+
+    report["sanity"] = [{"name": name, "passed": passed, "detail": detail}
+                        for name, passed, detail in sanity_checks(report)]
+    markdown = format_markdown(report)
+    (args.output_dir / "results.md").write_text(markdown + "\n")
+    figures = write_figures(report, train.images[:SAMPLES], samples, args.output_dir)
+    report["figures"] = [str(path) for path in figures]
+    results_json.write_text(json.dumps(report, indent=2))
+    print(markdown)
+    return report
+
+
+if __name__ == "__main__":
+    main()

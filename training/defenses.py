@@ -1,0 +1,113 @@
+"""What a data scraper can do against unlearnable examples: the victim-side defenses of ``benchmark.py``.
+
+Data-level, on uint8 NHWC image tensors before training:
+- ``grayscale``: luma only, as three equal channels; many shortcuts live in colour. With JPEG at quality 10 it
+  is the "image shortcut squeezing" of Liu et al., "Image Shortcut Squeezing: Countering Perturbative
+  Availability Poisons with Compression", ICML 2023, which breaks many such noises.
+- ``jpeg``: re-encode every image with PIL at a low quality.
+
+Batch-level, passed as ``train_victim(batch_transform=...)`` and applied after the victim's crop and flip.
+Each takes ``(model, images, labels, generator)`` (NCHW float in [0, 1]; random draws come from
+``generator``) and returns ``(images, targets)``, targets being class indices or class probabilities:
+- ``cutout``: DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with Cutout", 2017.
+- ``cutmix``: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable
+  Features", ICCV 2019.
+- ``mixup``: Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
+- ``adversarial_training``: PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant
+  to Adversarial Attacks", ICLR 2018); a budget of half the poison's already undoes much unlearnable noise
+  (Tao et al., "Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial Training",
+  NeurIPS 2021).
+
+CutMix and Mixup draw their mixing weight from Beta(1, 1), i.e. uniformly: the papers' CIFAR setting.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from protection_methods import pgd
+from torch import nn
+
+from modeling_confounder.protect import LUMA, array_to_pil, pil_to_array
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC colour images as their ITU-R BT.601 luma, in every channel; gray ones as they are."""
+    if images.shape[-1] == 1:
+        return images
+    luma = (images.float() @ torch.from_numpy(LUMA)).round().clamp(0, 255).to(torch.uint8)
+    return luma[..., None].expand_as(images).contiguous()
+
+
+def jpeg(images: torch.Tensor, quality: int = 10) -> torch.Tensor:
+    """Every uint8 NHWC image encoded as a JPEG of ``quality`` with PIL and decoded again."""
+    decoded = []
+    for image in images.numpy():
+        buffer = io.BytesIO()
+        array_to_pil(image).save(buffer, format="JPEG", quality=quality)
+        decoded.append(pil_to_array(Image.open(buffer)))
+    return torch.from_numpy(np.stack(decoded))
+
+
+def random_boxes(count: int, size: int, sides: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Masks (count, 1, size, size) of squares of ``sides`` at uniform centres, clipped at the border."""
+    centres = torch.randint(0, size, (count, 2), generator=generator)
+    low = (centres - sides[:, None] // 2).clamp(min=0)
+    high = (centres + (sides[:, None] + 1) // 2).clamp(max=size)
+    coordinates = torch.arange(size)
+    rows = (coordinates >= low[:, :1]) & (coordinates < high[:, :1])
+    columns = (coordinates >= low[:, 1:]) & (coordinates < high[:, 1:])
+    return (rows[:, :, None] & columns[:, None, :])[:, None]
+
+
+def cutout(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroes one square of half the image side per image (the paper's 16 px at 32×32)."""
+    size = images.shape[-1]
+    boxes = random_boxes(len(images), size, torch.full((len(images),), size // 2), generator)
+    return images.masked_fill(boxes.to(images.device), 0), labels
+
+
+def soft_targets(labels: torch.Tensor, order: torch.Tensor, weight: float, num_classes: int) -> torch.Tensor:
+    """``weight`` of each image's own one-hot label plus the rest of its partner's (``labels[order]``)."""
+    one_hot = F.one_hot(labels, num_classes).float()
+    return weight * one_hot + (1 - weight) * one_hot[order.to(labels.device)]
+
+
+def cutmix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+           num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pastes one box from a partner image into each image; labels mix by the area that is kept."""
+    order = torch.randperm(len(images), generator=generator)
+    size = images.shape[-1]
+    keep = torch.rand((), generator=generator).item()
+    side = torch.tensor([round(size * (1 - keep) ** 0.5)])
+    box = random_boxes(1, size, side, generator).to(images.device)
+    mixed = torch.where(box, images[order.to(images.device)], images)
+    kept = 1 - box.float().mean().item()  # the box may be clipped at the border
+    return mixed, soft_targets(labels, order, kept, num_classes)
+
+
+def mixup(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+          num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blends each image with a partner image, and its label with the partner's, by one uniform weight."""
+    order = torch.randperm(len(images), generator=generator)
+    weight = torch.rand((), generator=generator).item()
+    mixed = weight * images + (1 - weight) * images[order.to(images.device)]
+    return mixed, soft_targets(labels, order, weight, num_classes)
+
+
+def adversarial_training(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                         generator: torch.Generator, epsilon: float = 4 / 255,
+                         steps: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replaces the batch by PGD-``steps`` adversarial examples within ±``epsilon``, from a random start.
+
+    The step size is 2.5·ε/steps (Madry et al.), so the attack can cross the ball from any start.
+    """
+    start = (torch.rand(images.shape, generator=generator) * 2 - 1).to(images.device) * epsilon
+    start = (images + start).clamp(0, 1) - images
+    noise = pgd(model, images, labels, epsilon, steps, 2.5 * epsilon / steps, maximize=True, noise=start)
+    return images + noise, labels

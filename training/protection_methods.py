@@ -1,0 +1,381 @@
+"""Ways to make images unlearnable, all within the same L∞ budget ε (8/255): the methods of ``benchmark.py``.
+
+A method protects uint8 NHWC image tensors and returns uint8 NHWC tensors that differ from them by at most
+round(ε·255) levels per pixel. ``fit`` protects a training set, first learning whatever the method needs (a
+surrogate classifier, a generator); ``perturb`` then protects new images with what ``fit`` learned.
+
+- ``Clean``: no noise, the reference.
+- ``UniformNoise``: sample-wise uniform noise in [-ε, ε], the control that should barely hurt
+  (Huang et al., "Unlearnable Examples: Making Personal Data Unexploitable", ICLR 2021).
+- ``ClasswiseNoise``: one uniform noise pattern per class (Huang et al., ICLR 2021).
+- ``PatchNoise``: class-wise colour patches, tiled, in the style of the synthetic linearly separable
+  perturbations of Yu et al., "Availability Attacks Create Shortcuts", KDD 2022.
+- ``ErrorMinimizingNoise``: EM, sample-wise error-minimizing noise from a min-min bi-level optimisation
+  (Huang et al., ICLR 2021).
+- ``TargetedAdversarialPoison``: TAP, targeted PGD toward another class against a surrogate trained on clean
+  data (Fowl et al., "Adversarial Examples Make Strong Poisons", NeurIPS 2021).
+- ``ConfounderGAN`` / ``TrainedConfounderGAN``: the generator of this repo (Tian et al., "ConfounderGAN:
+  Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022), shipped or trained by
+  ``train_confounder.py``.
+
+EM and TAP are cheap versions for 2 CPU cores: a strided surrogate (the timm model keeps its ImageNet stem and
+works at a quarter of the resolution: test_resnet runs about 7× faster so) and few PGD steps. Their budgets
+are fields, exposed by ``benchmark.py`` as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from pathlib import Path
+from typing import NamedTuple
+
+import datasets
+import torch
+import torch.nn.functional as F
+import train_confounder
+from augmentation import crop_and_flip
+from torch import nn
+from victim import as_float
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder.classifiers import create_classifier
+from modeling_confounder.protect import array_to_pil
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_noise(images: torch.Tensor, noise: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """uint8 NHWC ``images`` plus float NCHW ``noise``, rounded to whole levels within ±round(ε·255)."""
+    levels = round(epsilon * 255)
+    steps = (noise.detach() * 255).round().clamp(-levels, levels).to(torch.int16).permute(0, 2, 3, 1).cpu()
+    return (images.to(torch.int16) + steps).clamp(0, 255).to(torch.uint8)
+
+
+def pgd(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, epsilon: float, steps: int,
+        step_size: float, maximize: bool, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected sign-gradient steps on the noise δ (Madry et al., ICLR 2018), from ``noise`` or zero.
+
+    ``maximize`` ascends the cross-entropy (an attack: adversarial training); otherwise it descends it toward
+    ``targets`` (error-minimizing noise with the true labels, TAP with other labels). Returns δ with |δ| ≤ ε
+    and x + δ in [0, 1]; the model's parameters get no gradient.
+    """
+    noise = torch.zeros_like(images) if noise is None else noise.detach().clone()
+    for _ in range(steps):
+        noise.requires_grad_(True)
+        loss = F.cross_entropy(model(images + noise), targets)
+        (gradient,) = torch.autograd.grad(loss, noise)
+        step = step_size * gradient.sign()
+        noise = (noise.detach() + (step if maximize else -step)).clamp(-epsilon, epsilon)
+        noise = (images + noise).clamp(0, 1) - images
+    return noise.detach()
+
+
+def surrogate_classifier(name: str, num_classes: int, channels: int, resolution: int) -> nn.Module:
+    """A timm model with its ImageNet stem (strided): cheap at CIFAR size, and its noise still transfers."""
+    return create_classifier(name, num_classes, channels, resolution, small_input_stem=False).to(device())
+
+
+def train_surrogate(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                    labels: torch.Tensor, steps: int, batch_size: int, generator: torch.Generator,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    """``steps`` SGD steps on random batches of float NCHW ``images``, with the victims' crop and flip."""
+    model.train()
+    for _ in range(steps):
+        indices = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
+        loss = F.cross_entropy(model(crop_and_flip(images[indices], generator)), labels[indices])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+
+
+class SurrogateWork(NamedTuple):
+    """What ``fit`` costs at most: forward+backward image passes through a timm model (for time estimates)."""
+
+    model: str
+    small_input_stem: bool | None
+    passes: float
+
+
+@dataclass
+class Method:
+    """Base: the fields are the settings that determine the output; ``settings()`` is what cache keys hash."""
+
+    epsilon: float = 8 / 255
+    seed: int = 0
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Protects a training set (uint8 NHWC); methods that learn something learn it here."""
+        return self.perturb(images, labels)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Protects new uint8 NHWC images with what ``fit`` learned."""
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        hashed = {item.name: getattr(self, item.name) for item in fields(self)
+                  if item.metadata.get("hashed", True)}
+        return {"method": type(self).__name__, **hashed}
+
+    def digest(self) -> str:
+        settings = json.dumps(self.settings(), sort_keys=True, default=str)
+        return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+    def work(self, num_images: int) -> SurrogateWork | None:
+        """The surrogate work of ``fit`` on ``num_images`` images; None when it trains nothing."""
+        return None
+
+
+@dataclass
+class Clean(Method):
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return images
+
+
+@dataclass
+class UniformNoise(Method):
+    """Sample-wise i.i.d. uniform noise in [-ε, ε]: no shortcut to learn, so it should barely hurt victims."""
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = (torch.rand(images.permute(0, 3, 1, 2).shape, generator=generator) * 2 - 1) * self.epsilon
+        return add_noise(images, noise, self.epsilon)
+
+
+@dataclass
+class ClasswiseNoise(Method):
+    """One uniform [-ε, ε] pattern per class, the same for all its images (Huang et al., ICLR 2021)."""
+
+    num_classes: int = 10
+
+    def patterns(self, channels: int, height: int, width: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        uniform = torch.rand(self.num_classes, channels, height, width, generator=generator)
+        return (uniform * 2 - 1) * self.epsilon
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        _, height, width, channels = images.shape
+        return add_noise(images, self.patterns(channels, height, width)[labels], self.epsilon)
+
+
+@dataclass
+class PatchNoise(ClasswiseNoise):
+    """Class-wise grids of ``patch_size``² colour patches, each channel of each patch offset by ±ε.
+
+    In the style of the synthetic noise of Yu et al. (KDD 2022): a few random colours per class, upsampled to
+    patches and tiled, are linearly separable. A patch is larger than the victim's crop shift (1/8 of the
+    side), so most of the pattern survives crop and flip. Signs (not uniform values) use the whole budget.
+    """
+
+    patch_size: int = 8
+
+    def patterns(self, channels: int, height: int, width: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        cells = (self.num_classes, channels, -(-height // self.patch_size), -(-width // self.patch_size))
+        signs = torch.randint(0, 2, cells, generator=generator).float() * 2 - 1
+        tiled = signs.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
+        return tiled[..., :height, :width] * self.epsilon
+
+
+@dataclass
+class SurrogateMethod(Method):
+    """A method that optimises noise against a surrogate classifier (see ``surrogate_classifier``)."""
+
+    num_classes: int = 10
+    surrogate: str = "test_resnet"
+    steps: int = 10
+    step_size: float = 2 / 255
+    batch_size: int = 256
+    learning_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.model: nn.Module | None = None
+
+    def new_surrogate(self, images: torch.Tensor) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(self.seed)
+        model = surrogate_classifier(self.surrogate, self.num_classes, images.shape[1], images.shape[-1])
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=0.9,
+                                    weight_decay=5e-4)
+        return model, optimizer
+
+    def fitted_model(self) -> nn.Module:
+        if self.model is None:
+            raise RuntimeError(f"{type(self).__name__}.perturb needs a surrogate: "
+                               "call fit(images, labels) first")
+        return self.model
+
+
+@dataclass
+class ErrorMinimizingNoise(SurrogateMethod):
+    """EM: sample-wise noise that makes each image *easy*, so that a victim has nothing left to learn.
+
+    Huang et al., ICLR 2021: the min-min bi-level problem min_θ Σ min_δ L(f_θ(x + δ), y), solved by
+    alternating ``train_steps`` surrogate SGD steps on the perturbed data and ``steps`` PGD steps that lower
+    each image's loss, until the surrogate fits the perturbed training set (accuracy > ``stop_accuracy``) or
+    for ``rounds``. The paper uses 10 train steps, 20 PGD steps of ε/10 and a ResNet-18; we use fewer, larger
+    steps on a strided surrogate so that it runs on 2 CPU cores.
+    """
+
+    rounds: int = 10
+    train_steps: int = 10
+    stop_accuracy: float = 0.99
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        clean = as_float(images, device())
+        labels = labels.to(clean.device)
+        noise = torch.zeros_like(clean)
+        model, optimizer = self.new_surrogate(clean)
+        generator = torch.Generator().manual_seed(self.seed)
+        for round_index in range(self.rounds):
+            train_surrogate(model, optimizer, (clean + noise).clamp(0, 1), labels, self.train_steps,
+                            self.batch_size, generator)
+            model.eval()
+            correct = 0
+            for batch in torch.arange(len(clean)).split(self.batch_size):
+                noise[batch] = pgd(model, clean[batch], labels[batch], self.epsilon, self.steps,
+                                   self.step_size, maximize=False, noise=noise[batch])
+                with torch.no_grad():
+                    correct += (model(clean[batch] + noise[batch]).argmax(1) == labels[batch]).sum().item()
+            accuracy = correct / len(clean)
+            print(f"EM round {round_index + 1}/{self.rounds}: surrogate accuracy on the perturbed data "
+                  f"{accuracy:.1%}", flush=True)
+            if accuracy > self.stop_accuracy:
+                break
+        self.model = model
+        return add_noise(images, noise, self.epsilon)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """New images: error-minimizing PGD against the final surrogate."""
+        model = self.fitted_model().eval()
+        clean = as_float(images, device())
+        noise = pgd(model, clean, labels.to(clean.device), self.epsilon, self.steps, self.step_size,
+                    maximize=False)
+        return add_noise(images, noise, self.epsilon)
+
+    def work(self, num_images: int) -> SurrogateWork:
+        passes = self.rounds * (self.train_steps * self.batch_size + num_images * (self.steps + 1))
+        return SurrogateWork(self.surrogate, False, passes)
+
+
+@dataclass
+class TargetedAdversarialPoison(SurrogateMethod):
+    """TAP: targeted adversarial noise toward class (y + 1) mod K, against a surrogate trained on clean data.
+
+    Fowl et al., NeurIPS 2021: the noise carries features of a wrong class, which the victim learns as if they
+    were the true one's. The paper attacks a well-trained ResNet-18 with 250 PGD steps and differentiable
+    augmentation; here a strided surrogate trained for ``surrogate_epochs`` and ``steps`` PGD steps, so expect
+    a weaker poison.
+    """
+
+    surrogate_epochs: int = 5
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        clean = as_float(images, device())
+        model, optimizer = self.new_surrogate(clean)
+        steps = max(1, self.surrogate_epochs * len(clean) // self.batch_size)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.learning_rate, total_steps=steps)
+        train_surrogate(model, optimizer, clean, labels.to(clean.device), steps, self.batch_size,
+                        torch.Generator().manual_seed(self.seed), scheduler)
+        self.model = model
+        return self.perturb(images, labels)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        model = self.fitted_model().eval()
+        protected = []
+        for batch in torch.arange(len(images)).split(self.batch_size):
+            clean = as_float(images[batch], device())
+            targets = (labels[batch].to(clean.device) + 1) % self.num_classes
+            noise = pgd(model, clean, targets, self.epsilon, self.steps, self.step_size, maximize=False)
+            protected.append(add_noise(images[batch], noise, self.epsilon))
+        return torch.cat(protected)
+
+    def work(self, num_images: int) -> SurrogateWork:
+        return SurrogateWork(self.surrogate, False, num_images * (self.surrogate_epochs + self.steps))
+
+
+def folder_digest(folder: str | Path) -> str:
+    """sha256 of a model folder's files: the same path can hold other weights tomorrow."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class ConfounderGAN(Method):
+    """A ConfounderGAN generator (Tian et al., NeurIPS 2022): δ = G(x, y), or G(x) label-free."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"hashed": False})  # hashed by content instead
+    use_labels: bool = True
+
+    def settings(self) -> dict:
+        return {**super().settings(), "model_sha256": folder_digest(self.model)}
+
+    @cached_property
+    def generator(self) -> ConfounderGenerator:
+        return ConfounderGenerator.from_pretrained(self.model)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        given = labels.tolist() if self.use_labels else None
+        return torch.from_numpy(self.generator.protect(images.numpy(), labels=given, epsilon=self.epsilon))
+
+
+@dataclass
+class TrainedConfounderGAN(Method):
+    """ConfounderGAN with a generator trained inside the benchmark run by ``train_confounder.main``.
+
+    ``steps`` training steps with ``surrogate`` (a timm name, at full resolution as ``train_confounder.py``
+    builds it) on exactly the images given to ``fit``; the weights go to ``output_dir/generator-<digest>``.
+    """
+
+    num_classes: int = 10
+    surrogate: str = "test_resnet"
+    steps: int = 300
+    batch_size: int = 128
+    use_labels: bool = True
+    output_dir: Path = field(default=Path("runs/benchmark-cache"), metadata={"hashed": False})
+
+    def __post_init__(self) -> None:
+        self.protector: ConfounderGAN | None = None
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        output_dir = Path(self.output_dir) / f"generator-{self.digest()}"
+        batch_size = min(self.batch_size, len(images))
+        epochs = -(-self.steps // (len(images) // batch_size))
+        with tempfile.TemporaryDirectory() as folder:
+            data = datasets.Dataset.from_dict(
+                {"image": [array_to_pil(image) for image in images.numpy()], "label": labels.tolist()},
+                features=datasets.Features({"image": datasets.Image(),
+                                            "label": datasets.ClassLabel(num_classes=self.num_classes)}))
+            data.save_to_disk(folder)
+            train_confounder.main([
+                "--dataset_name", folder, "--output_dir", str(output_dir),
+                "--surrogate_model", self.surrogate,
+                "--max_train_steps", str(self.steps), "--num_train_epochs", str(epochs),
+                "--train_batch_size", str(batch_size), "--epsilon", str(self.epsilon * 255),
+                "--seed", str(self.seed), "--checkpointing_steps", str(self.steps)])
+        # The training state is only for resuming, which the benchmark never does; the weights stay.
+        for checkpoint in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
+        self.protector = ConfounderGAN(self.epsilon, self.seed, str(output_dir), self.use_labels)
+        return self.protector.perturb(images, labels)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.protector is None:
+            raise RuntimeError("TrainedConfounderGAN.perturb needs a generator: call fit(images, labels) "
+                               "first")
+        return self.protector.perturb(images, labels)
+
+    def work(self, num_images: int) -> SurrogateWork:
+        # Per step the surrogate trains on a batch and the generator backpropagates through it; the generator,
+        # discriminator and noise head together cost about one more pass.
+        return SurrogateWork(self.surrogate, None, 3 * self.steps * self.batch_size)
