@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixup
-from evaluate_unlearnability import image_quality, parse_rows
+from evaluate_unlearnability import image_quality, load_train_and_test, parse_rows
 from matplotlib.figure import Figure
 from protection_methods import (
     ClasswiseNoise,
@@ -61,7 +61,7 @@ from victim import as_float, hardware_summary, train_victim
 
 from modeling_confounder import DEFAULT_MODEL
 from modeling_confounder.classifiers import create_classifier
-from modeling_confounder.data import ImageClassificationData, load_classification_data
+from modeling_confounder.data import ImageClassificationData
 
 METHODS = ("clean", "random", "classwise", "patch", "em", "tap", "confounder", "confounder-label-free",
            "confounder-trained")
@@ -636,11 +636,7 @@ def print_plan(args: argparse.Namespace, cells: list[Cell], variants: dict[str, 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    train = load_classification_data(args.dataset_name, args.train_split, args.image_column_name,
-                                     args.label_column_name, args.train_rows, args.resolution)
-    test = load_classification_data(args.dataset_name, args.test_split, args.image_column_name,
-                                    args.label_column_name, args.test_rows, args.resolution,
-                                    channels=train.channels, num_classes=train.num_classes)
+    train, test = load_train_and_test(args)
     if not 0 <= args.protected_class < train.num_classes:
         raise ValueError(f"--protected_class {args.protected_class} is not a class of {args.dataset_name} "
                          f"(0..{train.num_classes - 1})")

@@ -31,7 +31,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from victim import hardware_summary, train_victim
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
-from modeling_confounder.data import load_classification_data
+from modeling_confounder.data import ImageClassificationData, load_classification_data
 
 SETTINGS = ("clean", "labels", "owner", "label-free")
 
@@ -85,13 +85,19 @@ def protected_images(generator: ConfounderGenerator, images: np.ndarray, labels:
     return generator.protect(images, labels=given, epsilon=epsilon, progress=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def load_train_and_test(args: argparse.Namespace) -> tuple[ImageClassificationData, ImageClassificationData]:
+    """The chosen rows of the train and test splits; test images get the train images' size and channels."""
     train = load_classification_data(args.dataset_name, args.train_split, args.image_column_name,
                                      args.label_column_name, args.train_rows, args.resolution)
     test = load_classification_data(args.dataset_name, args.test_split, args.image_column_name,
                                     args.label_column_name, args.test_rows, args.resolution,
                                     channels=train.channels, num_classes=train.num_classes)
+    return train, test
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    train, test = load_train_and_test(args)
     generator = None
     if any(setting != "clean" for setting in args.settings):
         generator = ConfounderGenerator.from_pretrained(args.generator)
