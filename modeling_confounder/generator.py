@@ -15,7 +15,8 @@ Architecture (lean on purpose: protection is the product's hot path, see ``train
 a stride-2 stem halves the resolution, a few residual blocks run at half resolution with a label embedding added
 to their features, and a pixel-shuffle head returns to full resolution. Everything is convolutional and there is no
 normalisation layer, so any height and width works and large photos can be processed in overlapping tiles with
-exactly the output of a single pass.
+exactly the output of a single pass. Unlabeled images get the "no label" code, or, when the generator has a
+``LabelPredictor``, the code of the class it guesses from a thumbnail of the whole image.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from .hub import HubModel
+from .label_predictor import LabelPredictor
 from .protect import ImageInput, protect_images
 
 
@@ -53,6 +55,10 @@ class ConfounderGenerator(HubModel):
         width: channels of the half-resolution body.
         num_blocks: residual blocks in the body.
         epsilon: L∞ bound of the noise, in [0, 1] image units (8/255 by default).
+        predictor_width: width of the ``LabelPredictor`` that guesses the class of unlabeled images, so that the
+            label-free path adds the noise of the guessed class; 0 for none (unlabeled images then get the
+            "no label" code).
+        predictor_resolution: the thumbnail size the label predictor classifies.
     """
 
     @register_to_config
@@ -63,6 +69,8 @@ class ConfounderGenerator(HubModel):
         width: int = 32,
         num_blocks: int = 2,
         epsilon: float = 8 / 255,
+        predictor_width: int = 0,
+        predictor_resolution: int = 32,
     ) -> None:
         super().__init__()
         if not 0 < epsilon <= 1:
@@ -71,6 +79,8 @@ class ConfounderGenerator(HubModel):
         self.label_embedding = nn.Embedding(num_classes + 1, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(num_blocks)))
         self.head = nn.Conv2d(width, in_channels * 4, 3, padding=1)
+        self.label_predictor = (LabelPredictor(in_channels, num_classes, predictor_width, predictor_resolution)
+                                if predictor_width else None)
 
     @property
     def receptive_radius(self) -> int:
@@ -107,7 +117,16 @@ class ConfounderGenerator(HubModel):
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:
             raise ValueError(f"expected images of shape (N, {self.config.in_channels}, H, W), "
                              f"got {tuple(images.shape)}")
-        return self.noise(images, self.label_codes(labels, len(images)), epsilon)
+        return self.noise(images, self.fill_unknown_labels(images, self.label_codes(labels, len(images))), epsilon)
+
+    def fill_unknown_labels(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Replaces the "no label" codes by the label predictor's guess for those images (when there is one)."""
+        unknown = codes == self.config.num_classes
+        if self.label_predictor is None or not unknown.any():
+            return codes
+        with torch.no_grad():
+            guesses = self.label_predictor(images[unknown]).argmax(1)
+        return codes.masked_scatter(unknown, guesses)
 
     def noise(self, images: torch.Tensor, codes: torch.Tensor, epsilon: float | None = None) -> torch.Tensor:
         """``forward`` for label codes already checked by ``label_codes`` (``num_classes`` means no label)."""

@@ -135,8 +135,9 @@ def noise_steps(
         images = (images * torch.from_numpy(LUMA).to(images)[None, :, None, None]).sum(1, keepdim=True)
     elif color_channels != wanted:
         raise ValueError(f"this generator takes {wanted}-channel images; cannot convert {color_channels}")
-    noise = generator.noise_in_tiles(images.contiguous(memory_format=torch.channels_last),
-                                     codes.to(generator.device), epsilon, tile_size)
+    images = images.contiguous(memory_format=torch.channels_last)
+    codes = generator.fill_unknown_labels(images, codes.to(generator.device))
+    noise = generator.noise_in_tiles(images, codes, epsilon, tile_size)
     if noise.shape[1] != color_channels:
         noise = noise.mean(1, keepdim=True).expand(-1, color_channels, -1, -1)
     steps = torch.round(noise * 255).clamp_(-max_step, max_step)

@@ -80,3 +80,19 @@ def test_default_model_ships_inside_the_package():
     assert generator.config.epsilon == pytest.approx(EPSILON)
     array = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     assert np.any(generator.protect(array) != array)
+
+
+def test_label_predictor_guesses_the_code_of_unlabeled_images():
+    generator = make_generator(predictor_width=4, predictor_resolution=16)
+    images = torch.rand(5, 3, 20, 24)
+    guesses = generator.label_predictor(images).argmax(1)
+    torch.testing.assert_close(generator(images), generator(images, labels=guesses))
+    mixed = generator(images, labels=[-1, 1, -1, 2, -1])
+    torch.testing.assert_close(mixed[1], generator(images[1:2], labels=1)[0])
+    torch.testing.assert_close(mixed[0], generator(images[:1], labels=guesses[:1])[0])
+
+
+def test_label_predictor_sees_the_whole_photo_when_tiled():
+    generator = make_generator(predictor_width=4, predictor_resolution=16)
+    image = np.random.default_rng(0).integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(generator.protect(image, tile_size=64), generator.protect(image, tile_size=1024))

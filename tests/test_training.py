@@ -94,12 +94,14 @@ def test_missing_label_column_fails_before_training(dataset, tmp_path):
 def test_accelerate_launch_with_two_cpu_processes(dataset, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(TRAINING / "train_confounder.py"), *train_arguments(dataset, tmp_path / "run")]
+               str(TRAINING / "train_confounder.py"),
+               *train_arguments(dataset, tmp_path / "run", "--label_predictor_width", "4",
+                                "--label_predictor_epochs", "1")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
-    assert generator.config.num_classes == 4
+    assert (generator.config.num_classes, generator.config.predictor_width) == (4, 4)
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
 
 
@@ -116,3 +118,22 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
     assert "| test_resnet | labels |" in capsys.readouterr().out
+
+
+def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--label_predictor_width", "4",
+                                          "--label_predictor_epochs", "1"))
+    assert "label predictor: training accuracy" in capsys.readouterr().out
+    generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
+    assert generator.config.predictor_width == 4 and generator.config.predictor_resolution == 16
+
+
+def test_a_label_predictor_can_be_added_to_a_trained_generator(dataset, tmp_path):
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "base")
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
+                                          str(tmp_path / "base"), "--label_predictor_width", "4",
+                                          "--label_predictor_epochs", "1", "--max_train_steps", "0"))
+    base = ConfounderGenerator.from_pretrained(tmp_path / "base").state_dict()
+    extended = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
+    assert all(torch.equal(base[key], extended[key]) for key in base)
+    assert any(key.startswith("label_predictor.") for key in extended)

@@ -95,6 +95,16 @@ def load_train_and_test(args: argparse.Namespace) -> tuple[ImageClassificationDa
     return train, test
 
 
+@torch.inference_mode()
+def label_agreement(generator: ConfounderGenerator, images: np.ndarray, labels: torch.Tensor) -> float | None:
+    """How often the label-free path guesses the true label (None without a label predictor)."""
+    if generator.label_predictor is None:
+        return None
+    guesses = [generator.label_predictor(torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(255)).argmax(1)
+               for chunk in np.array_split(images, max(1, len(images) // 1000))]
+    return (torch.cat(guesses) == labels).float().mean().item()
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     train, test = load_train_and_test(args)
@@ -116,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
             protected = protected_images(generator, clean, train.labels, setting, args.owner_code, epsilon)
             report["protect_seconds"][setting] = time.perf_counter() - started
             report["quality"][setting] = image_quality(clean, protected)
+            if setting == "label-free":
+                report["label_agreement"] = label_agreement(generator.cpu(), clean, train.labels)
             images = torch.from_numpy(protected)
         for victim in args.victims:
             result = train_victim(victim, setting, images, train.labels, test.images, test.labels,

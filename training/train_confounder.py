@@ -17,6 +17,13 @@ fails on clean images. Each step alternates two updates (tensors are NCHW float 
 Labels are a lever, not a requirement: with probability ``--label_dropout`` G is given the "no label" code instead
 of y, and must then infer the label from the image alone. That trains the label-free path ("fast encryption" of
 new, unlabeled images) in the same model; ``generator.protect(images, labels=...)`` uses the labelled path.
+With ``--label_predictor_width``, G also gets a small classifier that guesses the class of unlabeled images, so the
+label-free path adds the noise of the guessed class; it is fitted (supervised) before the GAN steps, then frozen.
+Add one to a trained generator without retraining the noise:
+
+    accelerate launch training/train_confounder.py --dataset_name ../shared/data/cifar10 \
+        --max_train_samples 25000 --pretrained_model_name_or_path runs/cifar10-default \
+        --label_predictor_width 16 --label_predictor_epochs 15 --max_train_steps 0 --output_dir runs/cifar10-predictor
 
 Launch (the default weights shipped in the package; CIFAR-10 rows 0-24,999, 2 CPU cores):
 
@@ -73,6 +80,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--generator_width", type=int, default=32)
     model.add_argument("--generator_blocks", type=int, default=2)
     model.add_argument("--surrogate_model", default="test_resnet", help="any timm model name, trained from scratch")
+    model.add_argument("--label_predictor_width", type=int, default=None,
+                       help="add a label predictor of this width for the label-free path (0: none; default: keep "
+                            "the pretrained generator's, or none when training from scratch)")
+    model.add_argument("--label_predictor_epochs", type=int, default=20,
+                       help="supervised epochs for a new label predictor, before the GAN steps")
     model.add_argument("--epsilon", type=float, default=8, help="noise bound in pixel levels out of 255")
     loss = parser.add_argument_group("losses")
     loss.add_argument("--min_min_weight", type=float, default=1.0)
@@ -111,11 +123,16 @@ def noise_head(in_channels: int, num_classes: int) -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
 
 
-def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int) -> ConfounderGenerator:
+def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int,
+                    resolution: int) -> tuple[ConfounderGenerator, bool]:
+    """The generator to train, and whether its label predictor is new (and must be fitted first)."""
     epsilon = args.epsilon / 255
     if args.pretrained_model_name_or_path is None:
-        return ConfounderGenerator(in_channels=in_channels, num_classes=num_classes, width=args.generator_width,
-                                   num_blocks=args.generator_blocks, epsilon=epsilon)
+        width = args.label_predictor_width or 0
+        generator = ConfounderGenerator(in_channels=in_channels, num_classes=num_classes,
+                                        width=args.generator_width, num_blocks=args.generator_blocks,
+                                        epsilon=epsilon, predictor_width=width, predictor_resolution=resolution)
+        return generator, width > 0
     generator = ConfounderGenerator.from_pretrained(args.pretrained_model_name_or_path)
     config = generator.config
     if (config.in_channels, config.num_classes) != (in_channels, num_classes):
@@ -123,7 +140,47 @@ def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int
                          f"{config.num_classes} classes, but the dataset has {in_channels} and {num_classes}; "
                          "train from scratch (omit --pretrained_model_name_or_path) for this dataset")
     generator.register_to_config(epsilon=epsilon)
-    return generator
+    width = args.label_predictor_width
+    if width is None or width == config.predictor_width:
+        return generator, False
+    # A new (or no) label predictor on the pretrained noise generator: everything else loads as it was.
+    rebuilt = ConfounderGenerator(**{**config, "predictor_width": width, "predictor_resolution": resolution})
+    kept = {key: value for key, value in generator.state_dict().items() if not key.startswith("label_predictor.")}
+    rebuilt.load_state_dict(kept, strict=False)
+    return rebuilt, width > 0
+
+
+def fit_label_predictor(generator: ConfounderGenerator, data, args: argparse.Namespace,
+                        accelerator: Accelerator) -> None:
+    """Supervised training of a new label predictor (crop + flip, Adam, cosine schedule), then frozen.
+
+    Runs before ``accelerator.prepare`` on every process alike; DDP then starts from rank 0's copy.
+    """
+    predictor = generator.label_predictor.to(accelerator.device).train()
+    optimizer = torch.optim.Adam(predictor.parameters(), lr=2e-3, weight_decay=5e-4)
+    batches = -(-len(data.labels) // 256)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 4e-3, total_steps=args.label_predictor_epochs * batches)
+    shuffle = torch.Generator().manual_seed(args.seed)
+    progress = tqdm(total=args.label_predictor_epochs * batches, desc="label predictor",
+                    disable=not accelerator.is_local_main_process)
+    for _ in range(args.label_predictor_epochs):
+        correct = 0
+        for indices in torch.randperm(len(data.labels), generator=shuffle).split(256):
+            images = crop_and_flip(data.float_images(indices).to(accelerator.device), shuffle)
+            labels = data.labels[indices].to(accelerator.device)
+            logits = predictor(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            correct += (logits.argmax(1) == labels).sum().item()
+            progress.update()
+        progress.set_postfix(train_acc=f"{correct / len(data.labels):.3f}")
+    progress.close()
+    accelerator.print(f"label predictor: training accuracy {correct / len(data.labels):.3f} in the last epoch")
+    # Frozen from here on: the GAN steps only read its guesses, and DDP must not wait for its gradients.
+    predictor.eval().requires_grad_(False)
 
 
 def latest_checkpoint(output_dir: Path, requested: str) -> Path | None:
@@ -157,7 +214,11 @@ def main(argv: list[str] | None = None) -> None:
                                         args.resolution)
     channels, num_classes = data.channels, data.num_classes
     resolution = data.images.shape[1]
-    generator = build_generator(args, channels, num_classes)
+    generator, new_predictor = build_generator(args, channels, num_classes, resolution)
+    if new_predictor and args.label_predictor_epochs > 0:
+        fit_label_predictor(generator, data, args, accelerator)
+    elif generator.label_predictor is not None:
+        generator.label_predictor.eval().requires_grad_(False)
     discriminator = ConfounderDiscriminator(in_channels=channels)
     surrogate = create_classifier(args.surrogate_model, num_classes, channels, resolution)
     head = noise_head(channels, num_classes)
