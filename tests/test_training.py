@@ -18,6 +18,7 @@ TRAINING = Path(__file__).parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
 import evaluate_unlearnability  # noqa: E402
+import summarize_evaluations  # noqa: E402
 import train_confounder  # noqa: E402
 
 
@@ -118,6 +119,8 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
     assert "| test_resnet | labels |" in capsys.readouterr().out
+    table = summarize_evaluations.summarize([tmp_path / "report.json"])
+    assert table.count("\n| test_resnet (1) |") == 4 and "| label-free |" in table
 
 
 def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):
