@@ -66,15 +66,30 @@ def protect_dataset(
     else:
         generator.label_codes(labels, 1)
 
-    def protect_batch(images: list[Image.Image], row_labels: list[int] | None = None) -> dict[str, list]:
+    def protect_batch(encoded: list[dict], *rest: list) -> dict[str, list]:
+        *row_labels, indices = rest
+        images = [decode_row(value, image_column, index) for value, index in zip(encoded, indices)]
         # protect() builds its outputs with Image.fromarray: no format or filename, so they are stored as PNG.
-        protected = generator.protect(images, labels=row_labels if use_labels else labels, epsilon=epsilon,
+        protected = generator.protect(images, labels=row_labels[0] if use_labels else labels, epsilon=epsilon,
                                       batch_size=batch_size, device=generator.device)
         return {image_column: protected}
 
-    return dataset.map(protect_batch, batched=True, batch_size=batch_size, input_columns=input_columns,
-                       features=dataset.features, cache_file_name=cache_file_name, load_from_cache_file=False,
-                       desc="protecting")
+    # Decoded here rather than by 🤗 Datasets, so that a damaged image is reported with its row.
+    undecoded = dataset.cast_column(image_column, datasets.Image(decode=False))
+    return undecoded.map(protect_batch, batched=True, batch_size=batch_size, input_columns=input_columns,
+                         with_indices=True, features=dataset.features, cache_file_name=cache_file_name,
+                         load_from_cache_file=False, desc="protecting")
+
+
+def decode_row(value: dict, image_column: str, index: int) -> Image.Image:
+    """One encoded image of the dataset, fully decoded; a damaged one raises ``ValueError`` naming its row."""
+    try:
+        image = datasets.Image().decode_example(value)
+        image.load()
+        return image
+    except Exception as error:  # noqa: BLE001 - Pillow reports damaged data with many exception types
+        raise ValueError(f"row {index} of column {image_column!r} is not a readable image "
+                         f"({type(error).__name__}: {error}); fix or drop that row first") from None
 
 
 def save_protected_dataset(
@@ -106,8 +121,13 @@ def save_protected_dataset(
     # With more processes than rows some shards are empty, and map writes no file for those.
     filled = [index for index in range(state.num_processes) if len(shard(index))]
     if state.process_index in filled:
-        protect_dataset(generator, shard(state.process_index), image_column, label_column, use_labels, labels,
-                        epsilon, batch_size, cache_file_name=str(shards_dir / f"{state.process_index}.arrow"))
+        try:
+            protect_dataset(generator, shard(state.process_index), image_column, label_column, use_labels, labels,
+                            epsilon, batch_size, cache_file_name=str(shards_dir / f"{state.process_index}.arrow"))
+        except BaseException:
+            # A failed run leaves nothing behind, so the same command can run again once the data is fixed.
+            shutil.rmtree(shards_dir, ignore_errors=True)
+            raise
     state.wait_for_everyone()
     saved = None
     if state.is_main_process:

@@ -114,6 +114,7 @@ def test_python_api_on_an_in_memory_dataset(rng):
     (["--use_labels", "--label_column_name", "owner"], "no label column 'owner'.*--label_column_name"),
     (["--use_labels", "--label", "1"], "pass only one of them"),
     (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
+    (["--format", "tiff", "--resume"], "--format, --resume apply to image files, not to --dataset_name"),
 ])
 def test_dataset_errors_are_explained(source, model, tmp_path, options, message):
     with pytest.raises(SystemExit, match=message):
@@ -159,3 +160,14 @@ def test_accelerate_launch_on_two_processes_matches_one_process(source, model, t
     assert list(multi["label"]) == list(single["label"])
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(multi["img"], single["img"]))
     assert not (tmp_path / "multi" / "_shards").exists()
+
+
+def test_a_damaged_image_is_reported_with_its_row_and_leaves_nothing_behind(rng, model, tmp_path):
+    dataset = make_dataset(rng).cast_column("img", datasets.Image(decode=False))
+    rows = dataset.to_list()
+    rows[7]["img"] = {"bytes": b"\x89PNG\r\n\x1a\n cut short", "path": None}
+    damaged = datasets.Dataset.from_list(rows, features=dataset.features)
+    damaged.cast_column("img", datasets.Image()).save_to_disk(str(tmp_path / "damaged"))
+    with pytest.raises(SystemExit, match=r"row 7 of column 'img' is not a readable image .*fix or drop that row"):
+        main(["protect", "--dataset_name", str(tmp_path / "damaged"), "-o", str(tmp_path / "out"), "--model", model])
+    assert not (tmp_path / "out" / "_shards").exists()
