@@ -5,7 +5,8 @@
     confounder protect --dataset_name ../shared/data/cifar10 --split train --output_dir cifar10-protected
     accelerate launch --num_processes 4 -m modeling_confounder.cli protect --dataset_name NAME -o DIR
 
-Exit status: 0 when every image was protected or skipped, 1 when any failed, 2 for usage errors.
+Exit status: 0 when every image was protected (or skipped with --resume), 1 when any failed or the command could
+not start (the message says why), 2 for invalid arguments. Safety guarantees: README, "Protect your photos".
 """
 
 from __future__ import annotations
@@ -15,11 +16,26 @@ import sys
 import warnings
 from pathlib import Path
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from . import DEFAULT_MODEL
 from .generator import ConfounderGenerator
-from .image_files import LOSSY_FORMATS, OUTPUT_FORMATS, find_images, load_image, save_image
+from .image_files import (
+    DEFAULT_MAX_PIXELS,
+    LOSSY_FORMATS,
+    OUTPUT_FORMATS,
+    ImageJob,
+    SourceImage,
+    UnreadableImage,
+    find_images,
+    read_image,
+    remove_stale_temporary_files,
+    save_image,
+)
+
+BATCH_PIXELS = 16_000_000
+"""Pixels read into memory at once: a batch of large photos stops early instead of holding 64 of them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     protect.add_argument("--batch-size", type=int, default=64, metavar="N", help="images read and protected at once")
     protect.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png",
                          help="output format (default png; jpeg is lossy and weakens the protection)")
-    protect.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    existing = protect.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true",
+                          help="skip outputs that already exist (finished by an earlier, interrupted run)")
+    existing.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    protect.add_argument("--keep-metadata", action="store_true",
+                         help="copy EXIF (camera, date, author) to the outputs, never GPS; default: no metadata")
+    protect.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+                         help="refuse larger images before decoding them (default: %(default)g)")
     protect.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     dataset = protect.add_argument_group("🤗 dataset (with --dataset_name)")
     dataset.add_argument("--dataset_name", default=None, metavar="NAME_OR_PATH",
@@ -76,16 +99,28 @@ def epsilon_option(args: argparse.Namespace) -> float | None:
 
 def protect_files(args: argparse.Namespace) -> int:
     epsilon = epsilon_option(args)
+    if args.max_megapixels <= 0:
+        raise SystemExit(f"confounder: --max-megapixels must be positive, got {args.max_megapixels}")
+    max_pixels = int(args.max_megapixels * 1e6)
+    # Pillow refuses images over twice its own limit before our check could say why; ours is the one that applies.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     if args.format in LOSSY_FORMATS:
         warnings.warn(f"--format {args.format} is lossy: re-encoding removes much of the noise and weakens the "
                       "protection; prefer png, tiff or webp-lossless", stacklevel=1)
     suffix = OUTPUT_FORMATS[args.format][0]
-    jobs, errors = find_images(args.inputs, args.output, suffix)
+    jobs, errors, notes = find_images(args.inputs, args.output, suffix)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
+    remove_stale_temporary_files(args.output)
+    finished = [job for job in jobs if job.target.exists()]
+    if finished and not (args.resume or args.overwrite):
+        raise SystemExit(f"confounder: {len(finished)} of the {len(jobs)} outputs already exist in {args.output} "
+                         f"(e.g. {finished[0].target}): pass --resume to skip them or --overwrite to replace them")
     failed, skipped, protected = len(errors), 0, 0
-    if not args.overwrite:
-        skipped = sum(job.target.exists() for job in jobs)
+    if args.resume:
+        skipped = len(finished)
         jobs = [job for job in jobs if not job.target.exists()]
 
     if jobs:
@@ -95,29 +130,45 @@ def protect_files(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             raise SystemExit(f"confounder: {error}") from None
         with tqdm(total=len(jobs), unit="img", desc="protecting") as bar:
-            for start in range(0, len(jobs), args.batch_size):
-                batch, images = [], []
-                for job in jobs[start:start + args.batch_size]:
-                    try:
-                        images.append(load_image(job.source))
-                        batch.append(job)
-                    except Exception as error:  # noqa: BLE001 - one unreadable file must not stop the batch
-                        failed += 1
-                        tqdm.write(f"error: {job.source}: cannot read image ({error})", file=sys.stderr)
-                if images:
-                    outputs = generator.protect(images, labels=args.label, epsilon=epsilon, device=args.device)
-                    for job, image, output in zip(batch, images, outputs):
-                        try:
-                            save_image(output, job.target, args.format, image.info.get("icc_profile"))
-                            protected += 1
-                        except OSError as error:
-                            failed += 1
-                            tqdm.write(f"error: {job.target}: cannot write ({error})", file=sys.stderr)
-                bar.update(len(jobs[start:start + args.batch_size]))
+            batch: list[tuple[ImageJob, SourceImage]] = []
+            for number, job in enumerate(jobs, 1):
+                try:
+                    source = read_image(job.source, max_pixels)
+                    batch.append((job, source))
+                    if source.frames > 1:
+                        tqdm.write(f"note: {job.source}: {source.frames} frames; the output is the first frame, "
+                                   "protected", file=sys.stderr)
+                except UnreadableImage as error:
+                    failed += 1
+                    tqdm.write(f"error: {job.source}: {error}", file=sys.stderr)
+                pixels = sum(source.image.width * source.image.height for _, source in batch)
+                if batch and (len(batch) == args.batch_size or pixels >= BATCH_PIXELS or number == len(jobs)):
+                    done, write_errors = write_protected(generator, batch, args, epsilon)
+                    protected += done
+                    failed += len(write_errors)
+                    for error in write_errors:
+                        tqdm.write(f"error: {error}", file=sys.stderr)
+                    batch = []
+                bar.update()
 
-    print(f"protected {protected}, skipped {skipped} (already exist; --overwrite to replace), failed {failed}"
-          f" -> {args.output}")
+    print(f"protected {protected}, skipped {skipped} (finished earlier), failed {failed} -> {args.output}")
     return 1 if failed else 0
+
+
+def write_protected(generator: ConfounderGenerator, batch: list[tuple[ImageJob, SourceImage]],
+                    args: argparse.Namespace, epsilon: float | None) -> tuple[int, list[str]]:
+    """Protects one batch of read images and writes them; returns how many were written and the errors."""
+    outputs = generator.protect([source.image for _, source in batch], labels=args.label, epsilon=epsilon,
+                                device=args.device)
+    written, errors = 0, []
+    for (job, source), output in zip(batch, outputs):
+        try:
+            save_image(output, job.target, args.format, source.icc_profile,
+                       source.exif if args.keep_metadata else None)
+            written += 1
+        except OSError as error:
+            errors.append(f"{job.target}: cannot write ({error})")
+    return written, errors
 
 
 def protect_dataset_split(args: argparse.Namespace) -> int:
@@ -129,6 +180,12 @@ def protect_dataset_split(args: argparse.Namespace) -> int:
     from .protect_dataset import save_protected_dataset
 
     epsilon = epsilon_option(args)
+    file_options = [name for name, given in [("--format", args.format != "png"), ("--resume", args.resume),
+                                             ("--overwrite", args.overwrite), ("--keep-metadata", args.keep_metadata)]
+                    if given]
+    if file_options:
+        raise SystemExit(f"confounder: {', '.join(file_options)} apply to image files, not to --dataset_name "
+                         "(a dataset is always saved losslessly as PNG into a new, empty --output_dir)")
     if args.use_labels and args.label is not None:
         raise SystemExit("confounder: --use_labels gives each image its own label and --label one code for "
                          "all: pass only one of them")

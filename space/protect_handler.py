@@ -23,7 +23,6 @@ import math
 import os
 import re
 import secrets
-import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,11 +30,11 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from skimage.metrics import mean_squared_error, structural_similarity
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
-from modeling_confounder.image_files import load_image, save_image
+from modeling_confounder.image_files import SourceImage, UnreadableImage, read_image, save_image
 from modeling_confounder.protect import array_to_pil, pil_to_array
 
 MAX_IMAGES = 32
@@ -142,34 +141,22 @@ def check_epsilon(epsilon: float | None) -> float:
     return float(epsilon)
 
 
-def read_photo(path: Path) -> Image.Image:
+def read_photo(path: Path) -> SourceImage:
     """Reads one upload with its EXIF orientation applied; raises ``InputError`` naming the file if it cannot."""
     name, size = path.name, path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise InputError(f"{name}: {size / 2**20:.1f} MB is over the limit of {MAX_FILE_BYTES // 2**20} MB per "
                          "photo; export a smaller copy and upload that.")
     try:
-        # Pillow warns from ~89 megapixels; the limit below is stricter and says so in words.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as probe:
-                width, height = probe.size
-            if width * height > MAX_PIXELS:
-                raise InputError(f"{name}: {width}×{height} is {width * height / 1e6:.0f} megapixels, over the "
-                                 f"limit of {MAX_PIXELS // 1_000_000}; downscale it first.")
-            return load_image(path)
-    except InputError:
-        raise
-    except Image.DecompressionBombError:
-        raise InputError(f"{name}: far over the limit of {MAX_PIXELS // 1_000_000} megapixels; "
-                         "downscale it first.") from None
-    except UnidentifiedImageError:
-        if Path(name).suffix.lower() in (".heic", ".heif"):
+        return read_image(path, MAX_PIXELS)
+    except UnreadableImage as error:
+        if error.kind == "too large":
+            raise InputError(f"{name}: {error}.") from None
+        if error.kind == "not an image" and Path(name).suffix.lower() in (".heic", ".heif"):
             raise InputError(f"{name}: HEIC/HEIF photos cannot be read here; export it as JPEG or PNG "
                              "(on an iPhone: Settings > Camera > Formats > Most Compatible).") from None
-        raise InputError(f"{name}: not an image this app can read; upload {SUPPORTED_FORMATS}.") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        # Pillow reports truncated or corrupt data as OSError, and some broken headers as SyntaxError/ValueError.
+        if error.kind in ("not an image", "empty"):
+            raise InputError(f"{name}: not an image this app can read; upload {SUPPORTED_FORMATS}.") from None
         raise InputError(f"{name}: the file looks damaged or truncated ({error}).") from None
 
 
@@ -278,11 +265,11 @@ def protect_photos(
         if progress is not None:
             progress(done, len(uploads), path.name)
         try:
-            image = read_photo(path)
+            source = read_photo(path)
         except InputError as error:
             skipped.append(str(error))
             continue
-        icc_profile = image.info.get("icc_profile")
+        image, icc_profile = source.image, source.icc_profile
         original = pil_to_array(image)
         protected = generator.protect(original[None], labels=owner_code, epsilon=epsilon / 255)[0]
         noise = amplified_noise(original, protected, bound)

@@ -49,12 +49,12 @@ def test_protects_a_folder_and_mirrors_it(photos, model, tmp_path, capsys):
             assert (protected.size, protected.mode) == (original.size, original.mode)
             difference = np.asarray(protected, dtype=int) - np.asarray(original, dtype=int)
         assert np.abs(difference).max() <= 8 and np.any(difference != 0)
-    assert "protected 5, skipped 0 (already exist; --overwrite to replace), failed 0" in capsys.readouterr().out
+    assert "protected 5, skipped 0 (finished earlier), failed 0" in capsys.readouterr().out
 
 
-def test_reruns_skip_existing_outputs_and_are_byte_identical(photos, model, tmp_path, capsys):
+def test_resumed_runs_skip_existing_outputs_and_are_byte_identical(photos, model, tmp_path, capsys):
     assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model]) == 0
-    assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model]) == 0
+    assert main(["protect", str(photos), "-o", str(tmp_path / "a"), "--model", model, "--resume"]) == 0
     assert "protected 0, skipped 5" in capsys.readouterr().out
     assert main(["protect", str(photos), "-o", str(tmp_path / "b"), "--model", model, "--batch-size", "2"]) == 0
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
@@ -82,8 +82,8 @@ def test_bad_inputs_fail_without_stopping_the_batch(photos, model, tmp_path, cap
                  "--model", model])
     captured = capsys.readouterr()
     assert code == 1
-    assert "broken.png: cannot read image" in captured.err and "missing.png: no such file" in captured.err
-    assert "protected 5, skipped 0 (already exist; --overwrite to replace), failed 2" in captured.out
+    assert "broken.png: not an image" in captured.err and "missing.png: no such file" in captured.err
+    assert "protected 5, skipped 0 (finished earlier), failed 2" in captured.out
 
 
 def test_never_writes_into_its_inputs(photos, model, capsys):
@@ -97,13 +97,13 @@ def test_never_writes_into_its_inputs(photos, model, capsys):
 
 def test_output_inside_the_input_folder_is_not_protected_again(photos, model, capsys):
     assert main(["protect", str(photos), "-o", str(photos / "protected"), "--model", model]) == 0
-    assert main(["protect", str(photos), "-o", str(photos / "protected"), "--model", model]) == 0
+    assert main(["protect", str(photos), "-o", str(photos / "protected"), "--model", model, "--resume"]) == 0
     assert "protected 0, skipped 5" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("arguments, message", [(["--epsilon", "0"], "--epsilon is in pixel levels"),
                                                 (["--label", "99"], "labels must be in"),
-                                                (["--model", "/no/such/model"], "could not load")])
+                                                (["--model", "/no/such/model"], "could not load .*'/no/such/model': no such folder")])
 def test_usage_errors_are_explained(photos, model, tmp_path, arguments, message):
     arguments = ["--model", model, *arguments] if "--model" not in arguments else arguments
     with pytest.raises(SystemExit, match=message):
