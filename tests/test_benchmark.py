@@ -138,6 +138,7 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
                                      "--methods", "patch", "em", "tap", "confounder-trained",
                                      "--defenses", "none", "transfer", "--transfer_methods", "tap"))
     assert len(rerun["runs"]) == 5
+    assert "No sanity row applies" in benchmark.format_markdown(rerun)  # no clean run: said, not an empty table
     for label in ("patch", "em", "tap", "confounder-trained", "tap-transfer"):
         assert rerun["quality"][label] == report["quality"][label]
 

@@ -528,10 +528,15 @@ def format_markdown(report: dict) -> str:
              f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
              f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
              f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.", "",
-             "## Sanity", "",
-             "If a row fails, fix the harness before reading anything else from this report.", "",
-             *table(["check", "result", "detail"], [[name, "pass" if passed else "**FAIL**", detail]
-                                                        for name, passed, detail in sanity_checks(report)])]
+             "## Sanity", ""]
+    checks = sanity_checks(report)
+    if checks:
+        lines += ["If a row fails, fix the harness before reading anything else from this report.", "",
+                  *table(["check", "result", "detail"],
+                         [[name, "pass" if passed else "**FAIL**", detail] for name, passed, detail in checks])]
+    else:
+        lines += ["No sanity row applies: they need the clean method without defense. Include `clean` in "
+                  "`--methods` and `none` in `--defenses` before trusting this report.", ""]
     if "none" in defenses:
         lines += ["## No defense", "",
                   *table(["method", *victims],
