@@ -56,6 +56,7 @@ def report(dataset, folders) -> dict:
     """Every method without defense on two victims; every other setting on the first with patch noise, and
     transfer with TAP (the cheapest method with a surrogate)."""
     return benchmark.main(arguments(dataset, folders["output"], folders["cache"], "--victims", *VICTIMS,
+                                    "--methods", *benchmark.METHODS,
                                     "--defenses", *benchmark.DEFENSES, "--defense_methods", "patch",
                                     "--transfer_methods", "tap"))
 
@@ -146,7 +147,7 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
 def test_grayscale_two_class_data_like_pneumoniamnist(tmp_path):
     dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
     report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
-                                      "--victims", "test_resnet",
+                                      "--victims", "test_resnet", "--methods", *benchmark.METHODS,
                                       "--defenses", "none", "grayscale", "jpeg10", "transfer",
                                       "--defense_methods", "confounder",
                                       "--transfer_methods", "confounder-trained"))
@@ -166,23 +167,32 @@ def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
-def test_the_quick_protocol_fits_its_hour():
-    """Every setting on the first victim, only none and transfer on the second, in 60 minutes at the training
-    throughputs of the idle 2-core development machine (images/s; False: the surrogates' strided stem)."""
+def test_the_quick_protocol_fits_its_budget():
+    """Every quick setting on the first victim, no defense on the second, within the protocol's budget at the
+    training throughputs of the idle 2-core development machine (images/s; False: the surrogates' strided stem)."""
     throughput = {("test_resnet", None): 480, ("mobilenetv3_small_100", None): 1000,
                   ("test_resnet", False): 3000, ("mobilenetv3_small_050", None): 2000}
     args = benchmark.parse_args([])
+    assert args.victim_epochs == {"test_resnet": 10, "mobilenetv3_small_100": 20}
     settings = benchmark.training_settings(10)
     cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
                                  args.transfer_methods, settings)
     assert {cell.defense for cell in cells if cell.victim == args.victims[0]} == set(args.defenses)
-    assert {cell.defense for cell in cells if cell.victim == args.victims[1]} == {"none", "transfer"}
+    assert {cell.defense for cell in cells if cell.victim == args.victims[1]} == {"none"}
     methods = benchmark.build_methods(args, 10)
     variants = benchmark.protected_sets(cells, methods, settings, args.transfer_surrogate)
     to_generate = {label: method for label, method in variants.items() if label != "clean"}
-    estimate = benchmark.estimate_seconds(cells, settings, to_generate, 10_000, 2_000, args.epochs,
+    estimate = benchmark.estimate_seconds(cells, settings, to_generate, 10_000, 2_000, args.victim_epochs,
                                           lambda name, stem: throughput[(name, stem)])
     assert estimate["total_seconds"] <= 60 * args.budget_minutes
+
+
+def test_victims_take_their_own_epochs():
+    args = benchmark.parse_args(["--victims", "test_resnet", "mobilenetv3_small_050:3", "--epochs", "2"])
+    assert args.victims == ["test_resnet", "mobilenetv3_small_050"]
+    assert args.victim_epochs == {"test_resnet": 2, "mobilenetv3_small_050": 3}
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--victims", "test_resnet:ten"])
 
 
 def test_estimate_arithmetic():

@@ -5,7 +5,8 @@ confounder of the image and its label, so a classifier trained on (x + δ, y) le
 fails on clean images. Each step alternates two updates (tensors are NCHW float in [0, 1], ε in pixel/255):
 
 1. The helpers, on the current noise (detached):
-   - surrogate f (any timm model, from scratch) on crop+flip(x + δ) with the true labels;
+   - surrogate f (any timm model, from scratch; several average their losses, so the noise is easy for more than
+     one architecture) on crop+flip(x + δ) with the true labels;
    - noise head h, a small CNN that sees δ / ε alone, on the true labels;
    - discriminator D: clean x is real, x + δ is fake.
 2. The generator, through all three:
@@ -79,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="fine-tune this generator (folder or Hub id) instead of starting from scratch")
     model.add_argument("--generator_width", type=int, default=32)
     model.add_argument("--generator_blocks", type=int, default=2)
-    model.add_argument("--surrogate_model", default="test_resnet", help="any timm model name, trained from scratch")
+    model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"],
+                       help="timm model names, trained from scratch; several form an ensemble whose min-min losses "
+                            "are averaged (noise that is easy for several architectures transfers better)")
     model.add_argument("--label_predictor_width", type=int, default=None,
                        help="add a label predictor of this width for the label-free path (0: none; default: keep "
                             "the pretrained generator's, or none when training from scratch)")
@@ -191,7 +194,8 @@ def latest_checkpoint(output_dir: Path, requested: str) -> Path | None:
 
 
 def write_model_card(output_dir: Path, args: argparse.Namespace, history: dict) -> None:
-    command = " ".join(f"--{key} {value}" for key, value in vars(args).items()
+    command = " ".join(f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                       for key, value in vars(args).items()
                        if value not in (None, False) and key not in ("push_to_hub", "hub_model_id"))
     (output_dir / "README.md").write_text(
         "---\nlibrary_name: diffusers\ntags: [confoundergan, privacy, unlearnable-examples]\n---\n\n"
@@ -220,17 +224,18 @@ def main(argv: list[str] | None = None) -> None:
     elif generator.label_predictor is not None:
         generator.label_predictor.eval().requires_grad_(False)
     discriminator = ConfounderDiscriminator(in_channels=channels)
-    surrogate = create_classifier(args.surrogate_model, num_classes, channels, resolution)
+    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution)
+                               for name in args.surrogate_model)
     head = noise_head(channels, num_classes)
     optimizers = [
         torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=(0.5, 0.999)),
-        torch.optim.Adam([*surrogate.parameters(), *head.parameters()], lr=args.surrogate_learning_rate),
+        torch.optim.Adam([*surrogates.parameters(), *head.parameters()], lr=args.surrogate_learning_rate),
         torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, betas=(0.5, 0.999)),
     ]
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.images, data.labels),
                                          batch_size=args.train_batch_size, shuffle=True, drop_last=True)
-    generator, discriminator, surrogate, head, loader, *optimizers = accelerator.prepare(
-        generator, discriminator, surrogate, head, loader, *optimizers)
+    generator, discriminator, surrogates, head, loader, *optimizers = accelerator.prepare(
+        generator, discriminator, surrogates, head, loader, *optimizers)
     generator_optimizer, helper_optimizer, discriminator_optimizer = optimizers
 
     steps_per_epoch = len(loader)
@@ -266,9 +271,11 @@ def main(argv: list[str] | None = None) -> None:
             with accelerator.autocast():
                 noise = generator(images, codes)
                 protected = (images + noise).clamp(0, 1)
-                surrogate_logits = surrogate(crop_and_flip(protected.detach(), augmentation_rng))
+                augmented = crop_and_flip(protected.detach(), augmentation_rng)
+                surrogate_logits = [surrogate(augmented) for surrogate in surrogates]
                 head_logits = head(noise.detach() / epsilon)
-                helper_loss = F.cross_entropy(surrogate_logits, labels) + F.cross_entropy(head_logits, labels)
+                helper_loss = (sum(F.cross_entropy(logits, labels) for logits in surrogate_logits)
+                               + F.cross_entropy(head_logits, labels))
             helper_optimizer.zero_grad(set_to_none=True)
             accelerator.backward(helper_loss)
             helper_optimizer.step()
@@ -282,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
 
             # 2. generator through all three
             with accelerator.autocast():
-                min_min_loss = F.cross_entropy(surrogate(crop_and_flip(protected, augmentation_rng)), labels)
+                augmented = crop_and_flip(protected, augmentation_rng)
+                min_min_loss = sum(F.cross_entropy(surrogate(augmented), labels)
+                                   for surrogate in surrogates) / len(surrogates)
                 noise_head_loss = F.cross_entropy(head(noise / epsilon), labels)
                 adversarial_loss = F.softplus(-discriminator(protected)).mean()
                 generator_loss = (args.min_min_weight * min_min_loss + args.noise_head_weight * noise_head_loss
@@ -296,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
             logs = {"loss/generator": generator_loss.item(), "loss/min_min": min_min_loss.item(),
                     "loss/noise_head": noise_head_loss.item(), "loss/adversarial": adversarial_loss.item(),
                     "loss/discriminator": discriminator_loss.item(),
-                    "acc/surrogate": (surrogate_logits.argmax(1) == labels).float().mean().item(),
+                    **{f"acc/surrogate_{name}": (logits.argmax(1) == labels).float().mean().item()
+                       for name, logits in zip(args.surrogate_model, surrogate_logits)},
                     "acc/noise_head": (head_logits.argmax(1) == labels).float().mean().item(),
                     "epoch": epoch}
             bar.set_postfix({key.replace("loss/", "").replace("/", "_"): f"{value:.3f}"
