@@ -38,7 +38,7 @@ LOSSY_FORMATS = {"jpeg"}
 
 DEFAULT_MAX_PIXELS = 100_000_000
 """Larger images are refused before decoding: 100 MP is past almost any camera, and memory grows with the pixels
-(1.58 GB peak for a 12 MP photo on CPU, results/speed.json)."""
+(1.5 GB peak for a 12 MP photo on CPU, results/speed.json)."""
 
 TEMPORARY_SUFFIX = ".confounder-part"
 """Suffix of the temporary files of atomic writes; a killed run can leave them, and the next run removes them."""

@@ -550,8 +550,8 @@ def format_markdown(report: dict) -> str:
                   *table(["check", "result", "detail"],
                          [[name, "pass" if passed else "**FAIL**", detail] for name, passed, detail in checks])]
     else:
-        lines += ["No sanity row applies: they need the clean method without defense. Include `clean` in "
-                  "`--methods` and `none` in `--defenses` before trusting this report.", ""]
+        lines += [("No sanity row applies: they need the clean method without defense. Include `clean` in "
+                   "`--methods` and `none` in `--defenses` before trusting this report."), ""]
     if "none" in defenses:
         lines += ["## No defense", "",
                   *table(["method", *victims],

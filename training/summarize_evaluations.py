@@ -9,11 +9,14 @@ import argparse
 import json
 from pathlib import Path
 
+SETTING_ORDER = ("clean", "labels", "owner", "label-free")
+
 
 def summarize(paths: list[Path]) -> str:
     lines = ["| victim (epochs) | training rows | generator | setting | clean test acc | best | victim train acc | "
              "label agreement | PSNR | SSIM | max abs δ |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows_by_key = []
     for path in paths:
         report = json.loads(path.read_text())
         rows = report["train_rows"]
@@ -23,14 +26,17 @@ def summarize(paths: list[Path]) -> str:
             setting = run["setting"]
             quality = report["quality"].get(setting)
             agreement = report.get("label_agreement") if setting == "label-free" else None
-            lines.append(
+            # Grouped by victim, then training rows, then setting, whatever order the files come in.
+            key = (run["victim"], report["epochs"], report["train_rows"] or [0], SETTING_ORDER.index(setting),
+                   generator)
+            rows_by_key.append((key,
                 f"| {run['victim']} ({report['epochs']}) | {rows} | "
                 f"{'–' if setting == 'clean' else generator} | {setting} | {run['test_acc']:.1%} | "
                 f"{run['best_test_acc']:.1%} | {run['train_acc']:.1%} | "
                 f"{'–' if agreement is None else f'{agreement:.1%}'} | "
                 + (f"{quality['psnr']:.1f} dB | {quality['ssim']:.3f} | {quality['linf_pixels']}/255 |" if quality
-                   else "– | – | – |"))
-    return "\n".join(lines)
+                   else "– | – | – |")))
+    return "\n".join(lines + [line for _, line in sorted(rows_by_key)])
 
 
 if __name__ == "__main__":
