@@ -95,6 +95,27 @@ def find_columns(dataset: datasets.Dataset, image_column: str | None, label_colu
     return image_column, label_column
 
 
+def decode_image(value: dict | None, column: str, row: int, where: str,
+                 decoder: datasets.Image | None = None) -> Image.Image:
+    """One encoded cell of an Image column (``decode=False``), fully decoded; raises ``ValueError`` naming its row.
+
+    🤗 Datasets decodes a whole batch at once and fails with PIL's bare "cannot identify image file"; decoding
+    cell by cell (just as fast) names the row of a broken image.
+    """
+    if value is None or value["bytes"] is None and value["path"] is None:
+        raise ValueError(f"row {row} of {where} has no image in column {column!r}")
+    try:
+        image = (decoder or datasets.Image()).decode_example(value)
+        image.load()
+        return image
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
+        reason = ("not an image, or in a format Pillow cannot read"
+                  if isinstance(error, UnidentifiedImageError) else f"{type(error).__name__}: {error}")
+        source = f" ({value['path']})" if value["path"] else ""
+        raise ValueError(f"row {row} of {where}: the image in column {column!r}{source} cannot be decoded: "
+                         f"{reason}") from error
+
+
 def to_array(image: Image.Image, resolution: int | None, channels: int) -> np.ndarray:
     """A PIL image as uint8 HWC with ``channels`` colour channels, centre-cropped and resized to ``resolution``."""
     image = image.convert("L" if channels == 1 else "RGB")
@@ -165,27 +186,16 @@ def load_classification_data(
             + ("; -1 (or an empty value) means 'no label' in 🤗 Datasets, as in test splits published without "
                "labels: use a labelled split" if label < 0 else ""))
 
-    # 🤗 Datasets would decode the whole column at once and fail with PIL's bare "cannot identify image file";
-    # decoding row by row here (just as fast) names the row of a broken image.
     decoder = datasets.Image(mode=dataset.features[image_column].mode)
     encoded = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
     images: list[np.ndarray] = []
     for batch in encoded.iter(batch_size=1000):
         for value in batch[image_column]:
             row = first + len(images)
-            if value is None or value["bytes"] is None and value["path"] is None:
-                raise ValueError(f"row {row} of {where} has no image in column {image_column!r}")
-            try:
-                image = decoder.decode_example(value)
-                if channels is None:
-                    channels = 1 if image.mode in ("L", "LA", "I", "I;16", "1") else 3
-                array = to_array(image, resolution, channels)
-            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for broken files
-                reason = ("not an image, or in a format Pillow cannot read"
-                          if isinstance(error, UnidentifiedImageError) else f"{type(error).__name__}: {error}")
-                source = f" ({value['path']})" if value["path"] else ""
-                raise ValueError(f"row {row} of {where}: the image in column {image_column!r}{source} cannot be "
-                                 f"decoded: {reason}") from error
+            image = decode_image(value, image_column, row, where, decoder)
+            if channels is None:
+                channels = 1 if image.mode in ("L", "LA", "I", "I;16", "1") else 3
+            array = to_array(image, resolution, channels)
             if images and array.shape != images[0].shape:
                 raise ValueError(f"row {row} of {where} has size {array.shape[:2]} but row {first} has "
                                  f"{images[0].shape[:2]}: pass --resolution to resize every image to one size")

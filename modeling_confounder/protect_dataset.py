@@ -17,8 +17,8 @@ from pathlib import Path
 import datasets
 import torch
 from accelerate import PartialState
-from PIL import Image
 
+from .data import decode_image
 from .generator import ConfounderGenerator
 
 SHARDS_FOLDER = "_shards"
@@ -34,6 +34,7 @@ def protect_dataset(
     epsilon: float | None = None,
     batch_size: int = 64,
     cache_file_name: str | None = None,
+    first_row: int = 0,
 ) -> datasets.Dataset:
     """Returns ``dataset`` with every image of ``image_column`` protected on the generator's device.
 
@@ -44,6 +45,7 @@ def protect_dataset(
         batch_size: rows per ``map`` batch and per forward pass.
         cache_file_name: where ``map`` writes its Arrow file (by default 🤗 Datasets' cache, which for a
             ``save_to_disk`` input is the input folder itself).
+        first_row: the row number of ``dataset``'s first row in the whole split (a shard's offset), for errors.
     """
     feature = dataset.features.get(image_column)
     if not isinstance(feature, datasets.Image) or not feature.decode:
@@ -68,28 +70,17 @@ def protect_dataset(
 
     def protect_batch(encoded: list[dict], *rest: list) -> dict[str, list]:
         *row_labels, indices = rest
-        images = [decode_row(value, image_column, index) for value, index in zip(encoded, indices)]
+        images = [decode_image(value, image_column, first_row + index, "the dataset")
+                  for value, index in zip(encoded, indices)]
         # protect() builds its outputs with Image.fromarray: no format or filename, so they are stored as PNG.
         protected = generator.protect(images, labels=row_labels[0] if use_labels else labels, epsilon=epsilon,
                                       batch_size=batch_size, device=generator.device)
         return {image_column: protected}
 
-    # Decoded here rather than by 🤗 Datasets, so that a damaged image is reported with its row.
     undecoded = dataset.cast_column(image_column, datasets.Image(decode=False))
     return undecoded.map(protect_batch, batched=True, batch_size=batch_size, input_columns=input_columns,
                          with_indices=True, features=dataset.features, cache_file_name=cache_file_name,
                          load_from_cache_file=False, desc="protecting")
-
-
-def decode_row(value: dict, image_column: str, index: int) -> Image.Image:
-    """One encoded image of the dataset, fully decoded; a damaged one raises ``ValueError`` naming its row."""
-    try:
-        image = datasets.Image().decode_example(value)
-        image.load()
-        return image
-    except Exception as error:  # noqa: BLE001 - Pillow reports damaged data with many exception types
-        raise ValueError(f"row {index} of column {image_column!r} is not a readable image "
-                         f"({type(error).__name__}: {error}); fix or drop that row first") from None
 
 
 def save_protected_dataset(
@@ -123,7 +114,8 @@ def save_protected_dataset(
     if state.process_index in filled:
         try:
             protect_dataset(generator, shard(state.process_index), image_column, label_column, use_labels, labels,
-                            epsilon, batch_size, cache_file_name=str(shards_dir / f"{state.process_index}.arrow"))
+                            epsilon, batch_size, cache_file_name=str(shards_dir / f"{state.process_index}.arrow"),
+                            first_row=sum(len(shard(index)) for index in range(state.process_index)))
         except BaseException:
             # A failed run leaves nothing behind, so the same command can run again once the data is fixed.
             shutil.rmtree(shards_dir, ignore_errors=True)

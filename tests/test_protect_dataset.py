@@ -168,6 +168,16 @@ def test_a_damaged_image_is_reported_with_its_row_and_leaves_nothing_behind(rng,
     rows[7]["img"] = {"bytes": b"\x89PNG\r\n\x1a\n cut short", "path": None}
     damaged = datasets.Dataset.from_list(rows, features=dataset.features)
     damaged.cast_column("img", datasets.Image()).save_to_disk(str(tmp_path / "damaged"))
-    with pytest.raises(SystemExit, match=r"row 7 of column 'img' is not a readable image .*fix or drop that row"):
+    with pytest.raises(SystemExit, match=r"row 7 of the dataset: the image in column 'img' cannot be decoded: "):
         main(["protect", "--dataset_name", str(tmp_path / "damaged"), "-o", str(tmp_path / "out"), "--model", model])
     assert not (tmp_path / "out" / "_shards").exists()
+
+
+def test_a_shard_names_rows_by_their_place_in_the_whole_split(rng):
+    """Each ``accelerate launch`` process protects one shard: its errors count rows from the split's start."""
+    dataset = make_dataset(rng).cast_column("img", datasets.Image(decode=False))
+    rows = dataset.to_list()
+    rows[2]["img"] = {"bytes": b"not an image", "path": None}
+    damaged = datasets.Dataset.from_list(rows, features=dataset.features).cast_column("img", datasets.Image())
+    with pytest.raises(ValueError, match=r"row 7 of the dataset: the image in column 'img' cannot be decoded"):
+        protect_dataset(make_generator(), damaged, "img", first_row=5)
