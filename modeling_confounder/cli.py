@@ -120,8 +120,8 @@ def protect_files(args: argparse.Namespace) -> int:
                          f"(e.g. {finished[0].target}): pass --resume to skip them or --overwrite to replace them")
     failed, skipped, protected = len(errors), 0, 0
     if args.resume:
-        skipped = len(finished)
-        jobs = [job for job in jobs if not job.target.exists()]
+        skipped, done = len(finished), set(finished)
+        jobs = [job for job in jobs if job not in done]
 
     if jobs:
         try:
@@ -131,24 +131,25 @@ def protect_files(args: argparse.Namespace) -> int:
             raise SystemExit(f"confounder: {error}") from None
         with tqdm(total=len(jobs), unit="img", desc="protecting") as bar:
             batch: list[tuple[ImageJob, SourceImage]] = []
+            pixels = 0
             for number, job in enumerate(jobs, 1):
                 try:
                     source = read_image(job.source, max_pixels)
                     batch.append((job, source))
+                    pixels += source.image.width * source.image.height
                     if source.frames > 1:
                         tqdm.write(f"note: {job.source}: {source.frames} frames; the output is the first frame, "
                                    "protected", file=sys.stderr)
                 except UnreadableImage as error:
                     failed += 1
                     tqdm.write(f"error: {job.source}: {error}", file=sys.stderr)
-                pixels = sum(source.image.width * source.image.height for _, source in batch)
                 if batch and (len(batch) == args.batch_size or pixels >= BATCH_PIXELS or number == len(jobs)):
                     done, write_errors = write_protected(generator, batch, args, epsilon)
                     protected += done
                     failed += len(write_errors)
                     for error in write_errors:
                         tqdm.write(f"error: {error}", file=sys.stderr)
-                    batch = []
+                    batch, pixels = [], 0
                 bar.update()
 
     print(f"protected {protected}, skipped {skipped} (finished earlier), failed {failed} -> {args.output}")

@@ -194,12 +194,12 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> SourceImage:
     return SourceImage(image, icc_profile, exif, frames)
 
 
-def profile_color_space(icc_profile: bytes | None) -> str | None:
-    """'RGB', 'GRAY', 'CMYK', ... as the profile declares it; None when absent or unreadable."""
+def parse_profile(icc_profile: bytes | None) -> ImageCms.ImageCmsProfile | None:
+    """The ICC profile as littlecms reads it; None when absent or unreadable (the image is then taken as sRGB)."""
     if not icc_profile:
         return None
     try:
-        return ImageCms.ImageCmsProfile(io.BytesIO(icc_profile)).profile.xcolor_space.strip()
+        return ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
     except (ImageCms.PyCMSError, OSError, ValueError):
         return None
 
@@ -207,12 +207,12 @@ def profile_color_space(icc_profile: bytes | None) -> str | None:
 def in_display_colors(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
     """CMYK becomes sRGB (through its profile when it has one): PNG and WebP cannot hold CMYK, and a plain
     conversion shifts colours. Other images keep their profile when it describes their colour space."""
-    space = profile_color_space(icc_profile)
+    profile = parse_profile(icc_profile)
+    space = profile.profile.xcolor_space.strip() if profile else None
     if image.mode == "CMYK":
         if space == "CMYK":
             try:
-                source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
-                return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"), None
+                return ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB"), outputMode="RGB"), None
             except ImageCms.PyCMSError:
                 pass
         return image.convert("RGB"), None

@@ -117,6 +117,7 @@ def test_new_images_are_protected_within_epsilon(name):
 
 def test_markdown_and_figures_are_written(report, folders):
     markdown = (folders["output"] / "results.md").read_text()
+    assert "- Wall time: " in markdown
     for heading in ("## Sanity", "## No defense", "## Training settings, test_resnet",
                     "## Image quality and speed", "## All runs"):
         assert heading in markdown
@@ -200,7 +201,7 @@ def test_estimate_arithmetic():
     cells = [benchmark.Cell("clean", "v", "none", "clean"),
              benchmark.Cell("clean", "v", "adversarial", "clean")]
     em = protection_methods.ErrorMinimizingNoise(rounds=2, train_steps=1, steps=3, batch_size=10)
-    estimate = benchmark.estimate_seconds(cells, settings, {"em": em}, n_train=100, n_test=30, epochs=2,
+    estimate = benchmark.estimate_seconds(cells, settings, {"em": em}, n_train=100, n_test=30, epochs={"v": 2},
                                           images_per_second=lambda name, stem: 10.0)
     # victims: 2 epochs × (100 training images × cost 1, then 4 + 30 test images at a third) / 10 images/s
     assert estimate["victims_seconds"] == pytest.approx(2 * 110 / 10 + 2 * 410 / 10)

@@ -313,7 +313,7 @@ class Throughput:
 
 
 def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generate: dict[str, Method],
-                     n_train: int, n_test: int, epochs: int | dict[str, int],
+                     n_train: int, n_test: int, epochs: dict[str, int],
                      images_per_second: Callable[[str, bool | None], float]) -> dict[str, float]:
     """Time of a plan from training throughputs (images/s of a timm name with a stem choice).
 
@@ -321,8 +321,7 @@ def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generat
     which costs about a third as much. Making a protected set costs its method's surrogate work; methods
     without one (noise, a shipped generator) take seconds.
     """
-    victims = sum((epochs if isinstance(epochs, int) else epochs[cell.victim])
-                  * (n_train * settings[cell.defense].cost + n_test / 3)
+    victims = sum(epochs[cell.victim] * (n_train * settings[cell.defense].cost + n_test / 3)
                   / images_per_second(cell.victim, None) for cell in cells)
     works = [work for method in to_generate.values() if (work := method.work(n_train))]
     generation = sum(work.passes / images_per_second(work.model, work.small_input_stem) for work in works)
@@ -542,7 +541,9 @@ def format_markdown(report: dict) -> str:
     lines = [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",
              f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
              f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
-             f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.", "",
+             f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.",
+             f"- Wall time: {report['seconds'] / 60:.0f} min (estimated at the start: "
+             f"{report['estimate']['total_seconds'] / 60:.0f} min).", "",
              "## Sanity", ""]
     checks = sanity_checks(report)
     if checks:
@@ -655,6 +656,7 @@ def print_plan(args: argparse.Namespace, cells: list[Cell], variants: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()
     args = parse_args(argv)
     train, test = load_train_and_test(args)
     if not 0 <= args.protected_class < train.num_classes:
@@ -705,6 +707,7 @@ def main(argv: list[str] | None = None) -> dict:
                   flush=True)
             results_json.write_text(json.dumps(report, indent=2))  # after every run: partial results survive
 
+    report["seconds"] = time.perf_counter() - started
     report["sanity"] = [{"name": name, "passed": passed, "detail": detail}
                         for name, passed, detail in sanity_checks(report)]
     markdown = format_markdown(report)
