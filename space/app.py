@@ -151,9 +151,9 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
         strength: float,
         generator: str,
         mode: str,
-        owner_code: float | None,
+        owner_code: str | None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio detects progress tracking by this default
-    ) -> tuple[list[tuple[str, str]], list[str], str, str, float | None]:
+    ) -> tuple[list[tuple[str, str]], list[str], str, str, str | None]:
         """Protects photos with ConfounderGAN noise; returns lossless PNGs.
 
         Args:
@@ -161,7 +161,8 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
             strength: ε, the largest change of any pixel, in levels out of 255 (2 to 16).
             generator: the generator to use ("default" unless the app offers others).
             mode: "one owner" (every photo gets the same owner code) or "label-free".
-            owner_code: in "one owner" mode, your code (0 to 9 for the default generator); None picks a new one.
+            owner_code: in "one owner" mode, your code (0 to 9 for the default generator); empty or None picks a new
+                one.
 
         Returns:
             The gallery (original, protected, amplified noise of each photo, with captions), the protected PNG
@@ -185,10 +186,10 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
             gr.Warning("<br>".join(html.escape(message, quote=False) for message in result.skipped),
                        title="Skipped")
         return (gallery_items(result), [str(photo.protected) for photo in result.photos], str(result.archive),
-                report(result), owner_code if code is None else code)
+                report(result), owner_code if code is None else str(code))
 
-    def new_code(generator: str) -> int:
-        return handler.new_owner_code(generator_for(generator))
+    def new_code(generator: str) -> str:
+        return str(handler.new_owner_code(generator_for(generator)))
 
     def show_owner_code(mode: str) -> dict:
         return gr.update(visible=mode == handler.ONE_OWNER)
@@ -213,10 +214,12 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
                 generator = gr.Dropdown(list(generators), value="default", label="Generator")
                 mode = gr.Radio(MODE_CHOICES, value=handler.ONE_OWNER, label="Mode")
                 with gr.Row() as owner_row:
-                    owner_code = gr.Number(label="Owner code", precision=0, minimum=0, value=None, scale=3,
-                                           elem_id="owner-code",
-                                           info="Use the same code for all your photos, now and next time. "
-                                                "A new one is picked for you: keep it, or type yours.")
+                    # A text field, not gr.Number: a browser sends an empty number as 0, and filling the field
+                    # on page load would race with (and overwrite) a code the user is already typing.
+                    owner_code = gr.Textbox(label="Owner code", value="", max_lines=1, scale=3, elem_id="owner-code",
+                                            placeholder="empty: a new code is picked when you protect",
+                                            info="Use the same code for all your photos, now and next time. "
+                                                 "Leave it empty the first time and keep the code shown here.")
                     dice = gr.Button("New code", scale=1, size="md", elem_id="new-code")
                 button = gr.Button("Protect", variant="primary", elem_id="protect-button")
             with gr.Column(scale=3, min_width=320):
@@ -230,8 +233,6 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
 
         button.click(protect, inputs=[photos, strength, generator, mode, owner_code],
                      outputs=[gallery, downloads, archive, summary, owner_code], api_name="protect")
-        # A browser sends an empty number as 0, so the page starts with a fresh code instead of an empty field.
-        demo.load(new_code, inputs=generator, outputs=owner_code, api_visibility="private")
         dice.click(new_code, inputs=generator, outputs=owner_code, api_visibility="private")
         mode.change(show_owner_code, inputs=mode, outputs=owner_row, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)

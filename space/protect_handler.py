@@ -118,19 +118,27 @@ def new_owner_code(generator: ConfounderGenerator) -> int:
     return secrets.randbelow(generator.config.num_classes)
 
 
-def resolve_owner_code(mode: str, owner_code: float | None, generator: ConfounderGenerator) -> int | None:
-    """The label for every photo of a request: the owner code (a new one if none was typed), or None (label-free)."""
+def resolve_owner_code(mode: str, owner_code: str | float | None, generator: ConfounderGenerator) -> int | None:
+    """The label for every photo of a request: the owner code (a new one if none was typed), or None (label-free).
+
+    ``owner_code`` is what the page's text field or an API caller sent: empty or None picks a new code.
+    """
     if mode == LABEL_FREE:
         return None
     if mode != ONE_OWNER:
         raise InputError(f"Choose the mode {ONE_OWNER!r} or {LABEL_FREE!r}, not {mode!r}.")
-    if owner_code is None:
+    text = "" if owner_code is None else str(owner_code).strip()
+    if not text:
         return new_owner_code(generator)
     highest = generator.config.num_classes - 1
-    if not (float(owner_code).is_integer() and 0 <= owner_code <= highest):
+    try:
+        code = float(text)
+    except ValueError:
+        code = math.nan
+    if not (code.is_integer() and 0 <= code <= highest):
         raise InputError(f"The owner code must be a whole number from 0 to {highest} for this generator, "
-                         f"got {owner_code}.")
-    return int(owner_code)
+                         f"got {text!r}.")
+    return int(code)
 
 
 def check_epsilon(epsilon: float | None) -> float:

@@ -4,6 +4,7 @@ headless Chromium (Debian's ``chromium`` package, which .ci/run installs, throug
 import importlib.util
 import io
 import os
+import re
 import socket
 import zipfile
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_api_protects_photos_with_one_owner_code(client, tmp_path, rng):
     with zipfile.ZipFile(archive) as contents:
         assert contents.namelist() == ["chelsea-protected.png", "gray-protected.png"]
         assert contents.read("gray-protected.png") == Path(files[1]).read_bytes()
-    assert code == 7 and "owner code 7" in report and "tiny" in report
+    assert code == "7" and "owner code 7" in report and "tiny" in report
 
     # The same owner code next time protects the same photo the same way.
     again = client.predict([handle_file(photos[1])], 4, "tiny", "one owner", 7, api_name="/protect")[1]
@@ -96,11 +97,13 @@ def test_api_protects_photos_with_one_owner_code(client, tmp_path, rng):
 def test_api_picks_and_returns_a_new_owner_code_and_runs_label_free(client):
     photo = ROOT / "examples" / "cifar-size" / "rocket.png"
     *_, report, code = client.predict([handle_file(photo)], 8, "tiny", "one owner", None, api_name="/protect")
-    assert code in range(10) and f"owner code {code}" in report
+    assert int(code) in range(10) and f"owner code {code}" in report
+    *_, report, typed = client.predict([handle_file(photo)], 8, "tiny", "one owner", " 4 ", api_name="/protect")
+    assert typed == "4" and "owner code 4" in report
     _, files, _, report, code = client.predict([handle_file(photo)], 8, "tiny", "label-free", 3,
                                                api_name="/protect")
     check_protected(files, [photo], epsilon=8)
-    assert code == 3 and "label-free" in report
+    assert code == "3" and "label-free" in report  # the code typed is kept for next time
 
 
 def test_api_default_generator_protects_an_example_photo_as_the_readme_shows(client):
@@ -158,17 +161,19 @@ def test_browser_uploads_a_photo_and_gets_it_protected(server):
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
                        else route.abort())
             page.goto(server, wait_until="domcontentloaded")
-            owner_code = page.locator("#owner-code input")
-            expect(owner_code).not_to_have_value("", timeout=30_000)  # a fresh code is shown on load
-            code = int(owner_code.input_value())
-            assert code in range(10)
+            owner_code = page.locator("#owner-code textarea, #owner-code input")
+            expect(owner_code).to_have_value("", timeout=30_000)  # empty: a code is picked on the first protect
+            page.locator("#new-code").click()
+            expect(owner_code).to_have_value(re.compile(r"^[0-9]$"), timeout=30_000)
+            owner_code.fill("")
 
             page.locator("#photos input[type=file]").set_input_files(photo)
             expect(page.locator("#photos")).to_contain_text("chelsea", timeout=30_000)  # uploaded
             page.locator("#protect-button").click()
 
             expect(page.locator("#results img")).to_have_count(3, timeout=60_000)
-            expect(page.locator("#report")).to_contain_text(f"owner code {code}")
+            expect(owner_code).to_have_value(re.compile(r"^[0-9]$"))  # the code picked, shown to keep
+            expect(page.locator("#report")).to_contain_text(f"owner code {owner_code.input_value()}")
             href = page.locator("#downloads a").first.get_attribute("href")
             assert href.endswith("-protected.png")
             response = page.request.get(href)

@@ -165,8 +165,10 @@ def test_owner_codes_are_checked_or_generated_for_the_generator():
     generator = make_generator(num_classes=5)
     assert handler.resolve_owner_code(handler.LABEL_FREE, 3, generator) is None
     assert handler.resolve_owner_code(handler.ONE_OWNER, 4.0, generator) == 4
+    assert handler.resolve_owner_code(handler.ONE_OWNER, " 3 ", generator) == 3  # as the page's text field sends it
+    assert {handler.resolve_owner_code(handler.ONE_OWNER, "", generator) for _ in range(200)} == set(range(5))
     assert {handler.resolve_owner_code(handler.ONE_OWNER, None, generator) for _ in range(200)} == set(range(5))
-    for code in (5, -1, 2.5):
+    for code in (5, -1, 2.5, "2.5", "three", "nan", "inf"):
         with pytest.raises(handler.InputError, match="whole number from 0 to 4 for this generator"):
             handler.resolve_owner_code(handler.ONE_OWNER, code, generator)
     with pytest.raises(handler.InputError, match="Choose the mode 'one owner' or 'label-free'"):
