@@ -18,6 +18,7 @@ TRAINING = Path(__file__).parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
 import evaluate_unlearnability  # noqa: E402
+from augmentation import scraper_transforms  # noqa: E402
 import summarize_evaluations  # noqa: E402
 import train_confounder  # noqa: E402
 
@@ -59,6 +60,29 @@ def test_grayscale_dataset_with_other_class_count(tmp_path):
     train_confounder.main(train_arguments(dataset, tmp_path / "run"))
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert (generator.config.in_channels, generator.config.num_classes) == (1, 2)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_training_through_a_scrapers_grayscale_and_jpeg_with_a_strided_surrogate(tmp_path, mode):
+    dataset = tiny_dataset(tmp_path / "data", mode=mode, size=20)  # not a multiple of JPEG's 16-pixel blocks
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--scraper_transforms", "grayscale", "jpeg",
+                                          "--jpeg_quality", "10", "20", "--surrogate_stem", "strided"))
+    assert "--scraper_transforms grayscale jpeg" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():
+    images = torch.rand(64, 3, 16, 16, requires_grad=True)
+    assert scraper_transforms(images, []) is images
+    gray = scraper_transforms(images, ["grayscale"], generator=torch.Generator().manual_seed(0))
+    unchanged = (gray == images).flatten(1).all(1)
+    assert 0 < unchanged.sum() < 64  # drawn per image: some as they are, the others in gray
+    assert torch.allclose(gray[~unchanged][:, 0], gray[~unchanged][:, 2])
+    compressed = scraper_transforms(images, ["jpeg"], (10, 10), torch.Generator().manual_seed(0))
+    assert compressed.shape == images.shape and 0 <= compressed.min() and compressed.max() <= 1
+    compressed.sum().backward()
+    assert images.grad.abs().sum() > 0  # differentiable: the generator trains through it
+    with pytest.raises(ValueError, match=r"unknown scraper transform\(s\) \['blur'\]: choose from"):
+        scraper_transforms(images, ["blur"])
 
 
 def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):

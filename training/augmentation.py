@@ -1,13 +1,26 @@
-"""The victim's standard augmentation, differentiable so that the generator can train through it.
+"""What happens to protected images before a victim learns from them, differentiable so the generator trains through it.
 
-Random crop with zero padding of 1/8 of the side (4 px at 32×32) and horizontal flip, drawn per image.
-Images are NCHW float tensors.
+- ``crop_and_flip``: the victim's standard augmentation: random crop with zero padding of 1/8 of the side (4 px at
+  32×32) and horizontal flip, drawn per image.
+- ``scraper_transforms``: the cheap defenses a scraper applies to the whole dataset first: grayscale, and JPEG at
+  a low quality (Liu et al., "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them). The
+  JPEG codec is kornia's differentiable one (Reich et al., "Differentiable JPEG: The Devil is in the Details",
+  WACV 2024), so the min-min term can ask for noise that stays a shortcut after compression.
+
+Images are NCHW float tensors in [0, 1].
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+from kornia.enhance import jpeg_codec_differentiable
+
+from modeling_confounder.protect import LUMA
+
+SCRAPER_TRANSFORMS = ("grayscale", "jpeg")
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -18,3 +31,27 @@ def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None
     flips = torch.rand(len(images), generator=generator) < 0.5
     crops = [padded[i, :, y:y + images.shape[-2], x:x + size] for i, (y, x) in enumerate(offsets.tolist())]
     return torch.stack([crop.flip(-1) if flip else crop for crop, flip in zip(crops, flips.tolist())])
+
+
+def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_quality: Sequence[float] = (10, 50),
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image as it is, or through one of ``transforms`` (uniformly drawn per image; JPEG quality uniform in
+    ``jpeg_quality``). Grayscale images (one channel) are compressed as luma."""
+    unknown = set(transforms) - set(SCRAPER_TRANSFORMS)
+    if unknown:
+        raise ValueError(f"unknown scraper transform(s) {sorted(unknown)}: choose from {SCRAPER_TRANSFORMS}")
+    if not transforms:
+        return images
+    choice = torch.randint(0, len(transforms) + 1, (len(images),), generator=generator).to(images.device)
+    views = [images]
+    for name in transforms:
+        if name == "grayscale":
+            luma = (images * torch.from_numpy(LUMA).to(images)[None, :, None, None]).sum(1, keepdim=True)
+            views.append(luma.expand_as(images) if images.shape[1] == 3 else images)
+        else:
+            quality = torch.empty(len(images)).uniform_(*jpeg_quality, generator=generator).to(images.device)
+            rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+            decoded = jpeg_codec_differentiable(rgb, quality)
+            views.append(decoded[:, :1] if images.shape[1] == 1 else decoded)
+    stacked = torch.stack(views)
+    return stacked[choice, torch.arange(len(images), device=images.device)]

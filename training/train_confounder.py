@@ -6,7 +6,9 @@ fails on clean images. Each step alternates two updates (tensors are NCHW float 
 
 1. The helpers, on the current noise (detached):
    - surrogate f (any timm model, from scratch; several average their losses, so the noise is easy for more than
-     one architecture) on crop+flip(x + δ) with the true labels;
+     one architecture) on crop+flip(x + δ) with the true labels. ``--surrogate_stem strided`` keeps timm's
+     ImageNet stem at small resolutions (cheaper; EM noise made against it transfers); ``--scraper_transforms grayscale
+     jpeg`` shows f some images in gray or through a differentiable JPEG first, as a scraper's cleanup would;
    - noise head h, a small CNN that sees δ / ε alone, on the true labels;
    - discriminator D: clean x is real, x + δ is fake.
 2. The generator, through all three:
@@ -55,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from augmentation import crop_and_flip
+from augmentation import SCRAPER_TRANSFORMS, crop_and_flip, scraper_transforms
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -83,12 +85,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"],
                        help="timm model names, trained from scratch; several form an ensemble whose min-min losses "
                             "are averaged (noise that is easy for several architectures transfers better)")
+    model.add_argument("--surrogate_stem", choices=["auto", "full", "strided"], default="auto",
+                       help="full: the stem keeps the resolution (stride 1, no max-pool); strided: timm's ImageNet "
+                            "stem; auto: full at 64 px or less (see modeling_confounder.classifiers)")
     model.add_argument("--label_predictor_width", type=int, default=None,
                        help="add a label predictor of this width for the label-free path (0: none; default: keep "
                             "the pretrained generator's, or none when training from scratch)")
     model.add_argument("--label_predictor_epochs", type=int, default=20,
                        help="supervised epochs for a new label predictor, before the GAN steps")
     model.add_argument("--epsilon", type=float, default=8, help="noise bound in pixel levels out of 255")
+    model.add_argument("--scraper_transforms", nargs="*", choices=SCRAPER_TRANSFORMS, default=[],
+                       help="the surrogate sees each protected image as it is or through one of these (drawn per "
+                            "image), so the noise stays a shortcut after a scraper's grayscale or JPEG")
+    model.add_argument("--jpeg_quality", type=float, nargs=2, default=[10, 50], metavar=("LOW", "HIGH"),
+                       help="JPEG quality range of --scraper_transforms jpeg")
     loss = parser.add_argument_group("losses")
     loss.add_argument("--min_min_weight", type=float, default=1.0)
     loss.add_argument("--noise_head_weight", type=float, default=1.0)
@@ -196,7 +206,7 @@ def latest_checkpoint(output_dir: Path, requested: str) -> Path | None:
 def write_model_card(output_dir: Path, args: argparse.Namespace, history: dict) -> None:
     command = " ".join(f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
                        for key, value in vars(args).items()
-                       if value not in (None, False) and key not in ("push_to_hub", "hub_model_id"))
+                       if value not in (None, False, []) and key not in ("push_to_hub", "hub_model_id"))
     (output_dir / "README.md").write_text(
         "---\nlibrary_name: diffusers\ntags: [confoundergan, privacy, unlearnable-examples]\n---\n\n"
         "# ConfounderGAN generator\n\n"
@@ -224,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     elif generator.label_predictor is not None:
         generator.label_predictor.eval().requires_grad_(False)
     discriminator = ConfounderDiscriminator(in_channels=channels)
-    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution)
+    small_input_stem = {"auto": None, "full": True, "strided": False}[args.surrogate_stem]
+    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution, small_input_stem)
                                for name in args.surrogate_model)
     head = noise_head(channels, num_classes)
     optimizers = [
@@ -271,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
             with accelerator.autocast():
                 noise = generator(images, codes)
                 protected = (images + noise).clamp(0, 1)
-                augmented = crop_and_flip(protected.detach(), augmentation_rng)
+                # What a victim learns from: the scraper's transforms of the whole set, then crop and flip.
+                scraped = scraper_transforms(protected, args.scraper_transforms, args.jpeg_quality, augmentation_rng)
+                augmented = crop_and_flip(scraped.detach(), augmentation_rng)
                 surrogate_logits = [surrogate(augmented) for surrogate in surrogates]
                 head_logits = head(noise.detach() / epsilon)
                 helper_loss = (sum(F.cross_entropy(logits, labels) for logits in surrogate_logits)
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
 
             # 2. generator through all three
             with accelerator.autocast():
-                augmented = crop_and_flip(protected, augmentation_rng)
+                augmented = crop_and_flip(scraped, augmentation_rng)
                 min_min_loss = sum(F.cross_entropy(surrogate(augmented), labels)
                                    for surrogate in surrogates) / len(surrogates)
                 noise_head_loss = F.cross_entropy(head(noise / epsilon), labels)
