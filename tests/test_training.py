@@ -18,9 +18,9 @@ TRAINING = Path(__file__).parents[1] / "training"
 sys.path.insert(0, str(TRAINING))
 
 import evaluate_unlearnability  # noqa: E402
-from augmentation import scraper_transforms  # noqa: E402
 import summarize_evaluations  # noqa: E402
 import train_confounder  # noqa: E402
+from augmentation import scraper_transforms  # noqa: E402
 
 
 def tiny_dataset(folder: Path, rows: int = 40, size: int = 16, mode: str = "RGB", classes: int = 4) -> str:
