@@ -70,6 +70,17 @@ def test_training_through_a_scrapers_grayscale_and_jpeg_with_a_strided_surrogate
     assert "--scraper_transforms grayscale jpeg" in (tmp_path / "run" / "README.md").read_text()
 
 
+def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--surrogate_model", "test_resnet", "test_resnet",
+                                          "--surrogate_stem", "full", "strided"))
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "acc/surrogate_test_resnet_full" in card and "acc/surrogate_test_resnet_strided" in card
+    with pytest.raises(SystemExit):
+        train_confounder.parse_args(train_arguments(dataset, tmp_path / "other", "--surrogate_stem", "full", "full",
+                                                    "strided"))
+    assert "one stem for all surrogates or one per surrogate (1), got 3" in capsys.readouterr().err
+
+
 def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():
     images = torch.rand(64, 3, 16, 16, requires_grad=True)
     assert scraper_transforms(images, []) is images

@@ -85,9 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"],
                        help="timm model names, trained from scratch; several form an ensemble whose min-min losses "
                             "are averaged (noise that is easy for several architectures transfers better)")
-    model.add_argument("--surrogate_stem", choices=["auto", "full", "strided"], default="auto",
-                       help="full: the stem keeps the resolution (stride 1, no max-pool); strided: timm's ImageNet "
-                            "stem; auto: full at 64 px or less (see modeling_confounder.classifiers)")
+    model.add_argument("--surrogate_stem", nargs="+", choices=["auto", "full", "strided"], default=["auto"],
+                       help="one for all surrogates or one per surrogate. full: the stem keeps the resolution "
+                            "(stride 1, no max-pool); strided: timm's ImageNet stem; auto: full at 64 px or less")
     model.add_argument("--label_predictor_width", type=int, default=None,
                        help="add a label predictor of this width for the label-free path (0: none; default: keep "
                             "the pretrained generator's, or none when training from scratch)")
@@ -123,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    if len(args.surrogate_stem) not in (1, len(args.surrogate_model)):
+        parser.error(f"--surrogate_stem takes one stem for all surrogates or one per surrogate "
+                     f"({len(args.surrogate_model)}), got {len(args.surrogate_stem)}")
     if not 0 < args.epsilon <= 255:
         parser.error(f"--epsilon is in pixel levels out of 255 (e.g. 8), got {args.epsilon}")
     return args
@@ -234,9 +237,13 @@ def main(argv: list[str] | None = None) -> None:
     elif generator.label_predictor is not None:
         generator.label_predictor.eval().requires_grad_(False)
     discriminator = ConfounderDiscriminator(in_channels=channels)
-    small_input_stem = {"auto": None, "full": True, "strided": False}[args.surrogate_stem]
-    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution, small_input_stem)
-                               for name in args.surrogate_model)
+    stems = args.surrogate_stem * len(args.surrogate_model) if len(args.surrogate_stem) == 1 else args.surrogate_stem
+    small_input_stem = {"auto": None, "full": True, "strided": False}
+    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution, small_input_stem[stem])
+                               for name, stem in zip(args.surrogate_model, stems))
+    # The same model with two stems is two surrogates: name both in the logs.
+    surrogate_names = [f"{name}_{stem}" if args.surrogate_model.count(name) > 1 else name
+                       for name, stem in zip(args.surrogate_model, stems)]
     head = noise_head(channels, num_classes)
     optimizers = [
         torch.optim.Adam(generator.parameters(), lr=args.learning_rate, betas=(0.5, 0.999)),
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
                     "loss/noise_head": noise_head_loss.item(), "loss/adversarial": adversarial_loss.item(),
                     "loss/discriminator": discriminator_loss.item(),
                     **{f"acc/surrogate_{name}": (logits.argmax(1) == labels).float().mean().item()
-                       for name, logits in zip(args.surrogate_model, surrogate_logits)},
+                       for name, logits in zip(surrogate_names, surrogate_logits)},
                     "acc/noise_head": (head_logits.argmax(1) == labels).float().mean().item(),
                     "epoch": epoch}
             bar.set_postfix({key.replace("loss/", "").replace("/", "_"): f"{value:.3f}"
