@@ -115,6 +115,11 @@ def protect_arrays(
     return protected
 
 
+def luma(images: torch.Tensor) -> torch.Tensor:
+    """NCHW RGB float images as their ITU-R BT.601 luma, N1HW."""
+    return (images * torch.from_numpy(LUMA).to(images)[None, :, None, None]).sum(1, keepdim=True)
+
+
 def noise_steps(
     generator: ConfounderGenerator,
     batch: np.ndarray,
@@ -132,7 +137,7 @@ def noise_steps(
     if color_channels == 1 and wanted == 3:
         images = images.expand(-1, 3, -1, -1)
     elif color_channels == 3 and wanted == 1:
-        images = (images * torch.from_numpy(LUMA).to(images)[None, :, None, None]).sum(1, keepdim=True)
+        images = luma(images)
     elif color_channels != wanted:
         raise ValueError(f"this generator takes {wanted}-channel images; cannot convert {color_channels}")
     images = images.contiguous(memory_format=torch.channels_last)

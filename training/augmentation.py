@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 
-from modeling_confounder.protect import LUMA
+from modeling_confounder.protect import luma
 
 SCRAPER_TRANSFORMS = ("grayscale", "jpeg")
 
@@ -43,15 +43,20 @@ def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_qua
     if not transforms:
         return images
     choice = torch.randint(0, len(transforms) + 1, (len(images),), generator=generator).to(images.device)
-    views = [images]
-    for name in transforms:
-        if name == "grayscale":
-            luma = (images * torch.from_numpy(LUMA).to(images)[None, :, None, None]).sum(1, keepdim=True)
-            views.append(luma.expand_as(images) if images.shape[1] == 3 else images)
-        else:
-            quality = torch.empty(len(images)).uniform_(*jpeg_quality, generator=generator).to(images.device)
-            rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-            decoded = jpeg_codec_differentiable(rgb, quality)
-            views.append(decoded[:, :1] if images.shape[1] == 1 else decoded)
-    stacked = torch.stack(views)
-    return stacked[choice, torch.arange(len(images), device=images.device)]
+    qualities = torch.empty(len(images)).uniform_(*jpeg_quality, generator=generator).to(images.device)
+    scraped = images
+    for index, name in enumerate(transforms, 1):
+        # Only the images that drew this transform go through it: JPEG is the costly part of a training step.
+        chosen = choice == index
+        if chosen.any():
+            scraped = scraped.index_put((chosen,), scraper_view(name, images[chosen], qualities[chosen]))
+    return scraped
+
+
+def scraper_view(name: str, images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """``images`` in gray (as three equal channels for colour ones) or JPEG-compressed at per-image ``quality``."""
+    gray = images.shape[1] == 1
+    if name == "grayscale":
+        return images if gray else luma(images).expand_as(images)
+    decoded = jpeg_codec_differentiable(images.expand(-1, 3, -1, -1) if gray else images, quality)
+    return decoded[:, :1] if gray else decoded
