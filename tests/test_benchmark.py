@@ -53,11 +53,11 @@ def arguments(dataset: str, output: Path, cache: Path, *extra: str) -> list[str]
 
 @pytest.fixture(scope="module")
 def report(dataset, folders) -> dict:
-    """Every method without defense on two victims; every other setting on the first with patch noise, and
-    transfer with TAP (the cheapest method with a surrogate)."""
+    """Every method without defense on two victims; every other setting on the first with clean data and patch
+    noise, and transfer with TAP (the cheapest method with a surrogate)."""
     return benchmark.main(arguments(dataset, folders["output"], folders["cache"], "--victims", *VICTIMS,
                                     "--methods", *benchmark.METHODS,
-                                    "--defenses", *benchmark.DEFENSES, "--defense_methods", "patch",
+                                    "--defenses", *benchmark.DEFENSES, "--defense_methods", "clean", "patch",
                                     "--transfer_methods", "tap"))
 
 
@@ -71,7 +71,12 @@ def test_every_method_and_every_setting_runs(report):
                 if run["defense"] == "transfer"}
     assert transfer == {("tap", victim, "mobilenetv3_small_050") for victim in VICTIMS}
     (one_class,) = (run for run in runs if run["defense"] == "one-class")
+    assert one_class["method"] == "patch"  # clean data has no one-class reference
     assert one_class["protected_class"] == 0 and one_class["protected_class_acc"] == one_class["class_acc"][0]
+    # clean data under partial protection: the victim sees the unprotected images alone
+    assert {run["defense"]: run["n_train"] for run in runs if run["method"] == "clean"
+            and run["defense"].startswith("partial")} == {"partial20": 32, "partial50": 20, "partial80": 8}
+    assert {run["n_train"] for run in runs if run["method"] == "patch"} == {40}
     for run in runs:
         assert len(run["history"]) == 1 and len(run["class_acc"]) == 4 and 0 <= run["auc"] <= 1
 
@@ -212,7 +217,7 @@ def test_estimate_arithmetic():
 def test_a_setting_without_methods_says_what_to_pass():
     settings = benchmark.training_settings(10)
     with pytest.raises(ValueError, match="give --defense_methods"):
-        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["none", "partial50"], ["clean"], ["em"],
+        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["none", "one-class"], ["clean"], ["em"],
                              settings)
     with pytest.raises(ValueError, match="give --transfer_methods"):
         benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["transfer"], ["clean"], ["tap"], settings)
@@ -255,10 +260,23 @@ def test_training_images_protect_the_chosen_part():
     clean = torch.zeros(40, 4, 4, 3, dtype=torch.uint8)
     protected, labels = clean + 1, torch.arange(40) % 4
     settings = benchmark.training_settings(4, protected_class=2)
-    half = benchmark.training_images(settings["partial50"], clean, protected, labels, seed=0)
-    assert (half[:, 0, 0, 0] == 1).sum() == 20
-    one_class = benchmark.training_images(settings["one-class"], clean, protected, labels, seed=0)
+    half, half_labels = benchmark.training_set(settings["partial50"], clean, protected, labels, seed=0)
+    assert (half[:, 0, 0, 0] == 1).sum() == 20 and half_labels is labels
+    one_class, _ = benchmark.training_set(settings["one-class"], clean, protected, labels, seed=0)
     assert torch.equal(one_class[:, 0, 0, 0] == 1, labels == 2)
+
+
+def test_clean_reference_of_partial_protection_is_the_unprotected_part_alone():
+    clean = torch.arange(40, dtype=torch.uint8)[:, None, None, None].expand(40, 4, 4, 3)
+    labels = torch.arange(40) % 4
+    settings = benchmark.training_settings(4, protected_class=2)
+    protected_20, _ = benchmark.training_set(settings["partial20"], clean, clean + 100, labels, seed=0)
+    unprotected, unprotected_labels = benchmark.training_set(settings["partial20"], clean, None, labels, seed=0)
+    kept = protected_20[:, 0, 0, 0] < 100  # the images partial20 leaves unprotected
+    assert kept.sum() == 32
+    assert torch.equal(unprotected, clean[kept]) and torch.equal(unprotected_labels, labels[kept])
+    everything, _ = benchmark.training_set(settings["none"], clean, None, labels, seed=0)
+    assert everything is clean
 
 
 def test_batch_defenses():

@@ -150,12 +150,27 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
     assert [run["setting"] for run in report["runs"]] == ["clean", "labels", "label-free", "owner"]
     for run in report["runs"]:
-        assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and len(run["history"]) == 1
+        assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and len(run["history"]) == 1 and run["seed"] == 0
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
-    assert "| test_resnet | labels |" in capsys.readouterr().out
+    assert "| test_resnet | labels | 0 |" in capsys.readouterr().out
     table = summarize_evaluations.summarize([tmp_path / "report.json"])
-    assert table.count("\n| test_resnet (1) |") == 4 and "| label-free |" in table
+    assert table.count("\n| test_resnet (1) |") == 4 and "| label-free | 0 |" in table
+
+
+def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
+    report = evaluate_unlearnability.main([
+        "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
+        "--batch_size", "16", "--seeds", "0", "1", "--output_json", str(tmp_path / "report.json")])
+    runs = report["runs"]
+    assert [run["seed"] for run in runs] == [0, 1]
+    assert runs[0]["history"] != runs[1]["history"] or runs[0]["train_acc"] != runs[1]["train_acc"]
+    mean = (runs[0]["test_acc"] + runs[1]["test_acc"]) / 2
+    assert f"| test_resnet | clean | 2 | {mean:.1%} |" in capsys.readouterr().out
+    again = evaluate_unlearnability.main([
+        "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
+        "--batch_size", "16", "--seed", "1", "--output_json", str(tmp_path / "again.json")])
+    assert again["runs"][0]["history"] == runs[1]["history"]  # --seed N is the same as --seeds N
 
 
 def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):

@@ -86,7 +86,7 @@ class Setting:
 
     @property
     def protects_part(self) -> bool:
-        """Only part of the data is protected: meaningless for clean data, which is the reference."""
+        """Only part of the data is protected (a random fraction, or one class)."""
         return self.protected_fraction < 1 or self.protected_class is not None
 
 
@@ -254,8 +254,11 @@ def plan_cells(methods: list[str], victims: list[str], defenses: list[str], defe
             chosen = [Cell(method, victim, defense, f"{method}-transfer") for method in methods
                       if method in transfer_methods for victim in victims]
         else:
+            # Under partial protection, clean data means the unprotected part alone (see training_set); there is
+            # no such reference for one protected class.
             chosen = [Cell(method, victims[0], defense, method) for method in methods
-                      if method in defense_methods and not (setting.protects_part and method == "clean")]
+                      if method in defense_methods and not (setting.protected_class is not None
+                                                            and method == "clean")]
         if not chosen:
             wanted = "--transfer_methods" if setting.transfer else "--defense_methods"
             raise ValueError(f"the {defense} setting has nothing to run: give {wanted} a protection method "
@@ -321,7 +324,11 @@ def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generat
     which costs about a third as much. Making a protected set costs its method's surrogate work; methods
     without one (noise, a shipped generator) take seconds.
     """
-    victims = sum(epochs[cell.victim] * (n_train * settings[cell.defense].cost + n_test / 3)
+    def train_share(cell: Cell) -> float:  # clean data under partial protection: the unprotected part only
+        setting = settings[cell.defense]
+        return 1 - setting.protected_fraction if cell.method == "clean" and setting.protects_part else 1
+
+    victims = sum(epochs[cell.victim] * (n_train * train_share(cell) * settings[cell.defense].cost + n_test / 3)
                   / images_per_second(cell.victim, None) for cell in cells)
     works = [work for method in to_generate.values() if (work := method.work(n_train))]
     generation = sum(work.passes / images_per_second(work.model, work.small_input_stem) for work in works)
@@ -427,38 +434,49 @@ def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(scores)) if scores else None
 
 
-def training_images(setting: Setting, clean: torch.Tensor, protected: torch.Tensor, labels: torch.Tensor,
-                    seed: int) -> torch.Tensor:
-    """The victim's training set: protected where the setting protects (all, a random fraction, one class)."""
+def training_set(setting: Setting, clean: torch.Tensor, protected: torch.Tensor | None, labels: torch.Tensor,
+                 seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The victim's training images and labels: protected where the setting protects (all, a random fraction,
+    one class).
+
+    ``protected=None`` (clean data) under partial protection keeps only the images that stay unprotected: the
+    reference for partial protection is what a victim learns from the clean part alone, so that a protection
+    that works leaves the victim no better than that (Huang et al., ICLR 2021, section 4.2).
+    """
     if setting.protected_class is not None:
         mask = labels == setting.protected_class
     else:
         mask = torch.zeros(len(labels), dtype=torch.bool)
         chosen = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
         mask[chosen[:round(setting.protected_fraction * len(labels))]] = True
-    images = torch.where(mask[:, None, None, None], protected, clean)
-    return images if setting.data_transform is None else setting.data_transform(images)
+    if protected is None:
+        images, labels = (clean[~mask], labels[~mask]) if setting.protects_part else (clean, labels)
+    else:
+        images = torch.where(mask[:, None, None, None], protected, clean)
+    return (images if setting.data_transform is None else setting.data_transform(images)), labels
 
 
 def run_cell(cell: Cell, setting: Setting, protected: torch.Tensor, train: ImageClassificationData,
              test: ImageClassificationData, args: argparse.Namespace) -> dict:
-    images = training_images(setting, train.images, protected, train.labels, args.seed)
+    images, labels = training_set(setting, train.images, None if cell.method == "clean" else protected,
+                                  train.labels, args.seed)
     test_images = setting.data_transform(test.images) if setting.on_test_images else test.images
     catcher = ModelCatcher(setting.batch_transform)
-    result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, train.labels, test_images,
+    result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
                           test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
                           args.learning_rate,
                           args.seed, batch_transform=catcher)
     probabilities = predict(catcher.model, test_images)
-    labels = test.labels.numpy()
-    correct = probabilities.argmax(1) == labels
-    class_acc = [float(correct[labels == k].mean()) if (labels == k).any() else None
+    test_labels = test.labels.numpy()
+    correct = probabilities.argmax(1) == test_labels
+    class_acc = [float(correct[test_labels == k].mean()) if (test_labels == k).any() else None
                  for k in range(train.num_classes)]
     run = {"method": cell.method, "victim": cell.victim, "defense": cell.defense, "test_acc": result.test_acc,
            "best_test_acc": result.best_test_acc, "seconds": result.seconds, "train_acc": result.train_acc,
-           "history": result.history, "auc": roc_auc(probabilities, labels), "class_acc": class_acc}
+           "history": result.history, "auc": roc_auc(probabilities, test_labels), "class_acc": class_acc,
+           "n_train": len(labels)}
     if setting.protected_class is not None:
-        others = labels != setting.protected_class
+        others = test_labels != setting.protected_class
         run.update(protected_class=setting.protected_class,
                    protected_class_acc=class_acc[setting.protected_class],
                    other_classes_acc=float(correct[others].mean()))
@@ -558,10 +576,12 @@ def format_markdown(report: dict) -> str:
                   *table(["method", *victims],
                          [[method, *(cell(method, victim, "none") for victim in victims)]
                           for method in methods])]
-    lines += [f"## Training settings, {victims[0]}", "",
-              *table(["method", *defenses],
-                     [[method, *(cell(method, victims[0], defense) for defense in defenses)]
-                      for method in methods])]
+    lines += [f"## Training settings, {victims[0]}", ""]
+    if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
+        lines += ["Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
+                  "protection works there when its row is no better than that one.", ""]
+    lines += table(["method", *defenses],
+                   [[method, *(cell(method, victims[0], defense) for defense in defenses)] for method in methods])
     if report["quality"]:
         lines += ["## Image quality and speed", "",
                   *table(["protected set", "PSNR", "SSIM", "max abs δ", "protect the training set",
