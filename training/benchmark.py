@@ -578,8 +578,8 @@ def format_markdown(report: dict) -> str:
                           for method in methods])]
     lines += [f"## Training settings, {victims[0]}", ""]
     if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
-        lines += ["Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
-                  "protection works there when its row is no better than that one.", ""]
+        lines += [("Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
+                   "protection works there when its row is no better than that one."), ""]
     lines += table(["method", *defenses],
                    [[method, *(cell(method, victims[0], defense) for defense in defenses)] for method in methods])
     if report["quality"]:

@@ -13,8 +13,8 @@ SETTING_ORDER = ("clean", "labels", "owner", "label-free")
 
 
 def summarize(paths: list[Path]) -> str:
-    lines = ["| victim (epochs) | training rows | generator | setting | victim seed | clean test acc | best | "
-             "victim train acc | label agreement | PSNR | SSIM | max abs δ |",
+    lines = [("| victim (epochs) | training rows | generator | setting | victim seed | clean test acc | best | "
+              "victim train acc | label agreement | PSNR | SSIM | max abs δ |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows_by_key = []
     for path in paths:
