@@ -560,8 +560,8 @@ def format_markdown(report: dict) -> str:
              f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
              f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
              f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.",
-             f"- Wall time: {report['seconds'] / 60:.0f} min (estimated at the start: "
-             f"{report['estimate']['total_seconds'] / 60:.0f} min).", "",
+             (f"- Wall time: {report['seconds'] / 60:.0f} min (estimated at the start: "
+              f"{report['estimate']['total_seconds'] / 60:.0f} min)."), "",
              "## Sanity", ""]
     checks = sanity_checks(report)
     if checks:

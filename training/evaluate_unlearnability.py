@@ -78,7 +78,7 @@ def image_quality(clean: np.ndarray, protected: np.ndarray) -> dict[str, float]:
             for a, b in zip(clean_images, protected_images)]
     linf = np.abs(protected.astype(np.int16) - clean.astype(np.int16)).max() / 255
     return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)), "linf": float(linf),
-            "linf_pixels": int(round(linf * 255))}
+            "linf_pixels": round(linf * 255)}
 
 
 def protected_images(generator: ConfounderGenerator, images: np.ndarray, labels: torch.Tensor, setting: str,
