@@ -13,7 +13,9 @@ tokenizer and processor machinery that ``transformers.PreTrainedModel`` brings a
 
 Architecture (lean on purpose: protection is the product's hot path, see ``training/benchmark_speed.py``):
 a stride-2 stem halves the resolution, a few residual blocks run at half resolution with a label embedding added
-to their features, and a pixel-shuffle head returns to full resolution. Everything is convolutional and there is no
+to their features, and a pixel-shuffle head returns to full resolution (or, with ``upsampling="bilinear"``, a
+half-resolution noise map is interpolated up: smoother noise whose pattern does not depend on the pixel phase that a
+victim's random crop and strided layers see). Everything is convolutional and there is no
 normalisation layer, so any height and width works and large photos can be processed in overlapping tiles with
 exactly the output of a single pass. Unlabeled images get the "no label" code, or, when the generator has a
 ``LabelPredictor``, the code of the class it guesses from a thumbnail of the whole image.
@@ -32,6 +34,8 @@ from torch import nn
 from .hub import HubModel
 from .label_predictor import LabelPredictor
 from .protect import ImageInput, protect_images
+
+UPSAMPLING = ("pixel_shuffle", "bilinear")
 
 
 class ResidualBlock(nn.Module):
@@ -59,6 +63,8 @@ class ConfounderGenerator(HubModel):
             label-free path adds the noise of the guessed class; 0 for none (unlabeled images then get the
             "no label" code).
         predictor_resolution: the thumbnail size the label predictor classifies.
+        upsampling: how the half-resolution body returns to full resolution: ``"pixel_shuffle"`` (four
+            independent values per 2×2 block) or ``"bilinear"`` (one noise map at half resolution, interpolated).
     """
 
     @register_to_config
@@ -71,22 +77,27 @@ class ConfounderGenerator(HubModel):
         epsilon: float = 8 / 255,
         predictor_width: int = 0,
         predictor_resolution: int = 32,
+        upsampling: str = "pixel_shuffle",
     ) -> None:
         super().__init__()
         if not 0 < epsilon <= 1:
             raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}")
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
         self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
         self.label_embedding = nn.Embedding(num_classes + 1, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(num_blocks)))
-        self.head = nn.Conv2d(width, in_channels * 4, 3, padding=1)
+        self.head = nn.Conv2d(width, in_channels * (4 if upsampling == "pixel_shuffle" else 1), 3, padding=1)
         self.label_predictor = (LabelPredictor(in_channels, num_classes, predictor_width, predictor_resolution)
                                 if predictor_width else None)
 
     @property
     def receptive_radius(self) -> int:
         """How far (in input pixels) one output pixel can see: the halo a tile needs to match a single pass."""
-        # stem: 1 px at full resolution; each 3x3 conv of the body and the head: 1 px at half resolution = 2 px.
-        return 1 + 2 * (2 * self.config.num_blocks + 1) + 2
+        # stem: 1 px at full resolution; each 3x3 conv of the body and the head: 1 px at half resolution = 2 px;
+        # bilinear upsampling reads one more half-resolution pixel.
+        bilinear = self.config.upsampling == "bilinear"
+        return 1 + 2 * (2 * self.config.num_blocks + 1 + bilinear) + 2
 
     def label_codes(self, labels: torch.Tensor | int | Sequence[int] | None, batch_size: int) -> torch.Tensor:
         """Embedding rows for ``labels``: a LongTensor of shape (batch_size,).
@@ -135,7 +146,12 @@ class ConfounderGenerator(HubModel):
         features = self.stem(images * 2 - 1)
         features = features + self.label_embedding(codes)[:, :, None, None]
         features = self.blocks(features)
-        noise = F.pixel_shuffle(self.head(F.relu(features)), 2)[..., :height, :width]
+        noise = self.head(F.relu(features))
+        if self.config.upsampling == "pixel_shuffle":
+            noise = F.pixel_shuffle(noise, 2)
+        else:
+            noise = F.interpolate(noise, scale_factor=2, mode="bilinear", align_corners=False)
+        noise = noise[..., :height, :width]
         return epsilon * torch.tanh(noise)
 
     def protect(

@@ -10,7 +10,7 @@ EPSILON = 8 / 255
 
 
 @pytest.mark.parametrize("config", [{}, {"in_channels": 1, "num_classes": 2}, {"num_blocks": 3, "width": 4},
-                                    {"num_classes": 0}])
+                                    {"num_classes": 0}, {"upsampling": "bilinear"}])
 @pytest.mark.parametrize("size", [(1, 1), (28, 28), (31, 17), (32, 32), (65, 129)])
 def test_noise_is_bounded_and_keeps_the_size(config, size):
     generator = make_generator(**config)
@@ -59,8 +59,15 @@ def test_invalid_epsilon_is_rejected():
         ConfounderGenerator(epsilon=8)
 
 
+def test_unknown_upsampling_is_rejected():
+    with pytest.raises(ValueError, match="upsampling must be one of pixel_shuffle, bilinear, got 'nearest'"):
+        ConfounderGenerator(upsampling="nearest")
+
+
+@pytest.mark.parametrize("upsampling", ["pixel_shuffle", "bilinear"])
 @pytest.mark.parametrize("size", [(300, 301), (257, 512)])
-def test_tiles_give_the_same_noise_as_one_pass(generator, size):
+def test_tiles_give_the_same_noise_as_one_pass(size, upsampling):
+    generator = make_generator(upsampling=upsampling)
     images = torch.rand(1, 3, *size)
     codes = generator.label_codes(None, 1)
     with torch.inference_mode():

@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from modeling_confounder import ConfounderGenerator
@@ -179,6 +180,25 @@ def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):
     assert "label predictor: training accuracy" in capsys.readouterr().out
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert generator.config.predictor_width == 4 and generator.config.predictor_resolution == 16
+
+
+def test_a_pretrained_generator_switches_upsampling_with_its_noise_and_predictor(dataset, tmp_path):
+    torch.manual_seed(0)
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1, predictor_width=4,
+                        predictor_resolution=16).save_pretrained(tmp_path / "base")
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
+                                          str(tmp_path / "base"), "--generator_upsampling", "bilinear",
+                                          "--max_train_steps", "0"))
+    base = ConfounderGenerator.from_pretrained(tmp_path / "base").eval()
+    switched = ConfounderGenerator.from_pretrained(tmp_path / "run").eval()
+    assert switched.config.upsampling == "bilinear" and switched.config.predictor_width == 4
+    unchanged = {key: value for key, value in base.state_dict().items() if not key.startswith("head.")}
+    assert all(torch.equal(value, switched.state_dict()[key]) for key, value in unchanged.items())
+    # The new head's half-resolution map is the mean of the old head's four sub-pixels.
+    features = F.relu(torch.randn(2, 8, 5, 7))
+    torch.testing.assert_close(switched.head(features), F.avg_pool2d(F.pixel_shuffle(base.head(features), 2), 2))
+    back = train_confounder.converted_head(switched.head.weight, switched.head.bias, "pixel_shuffle")
+    assert torch.equal(back["head.weight"][4:8], switched.head.weight[1:2].expand(4, -1, -1, -1))
 
 
 def test_a_label_predictor_can_be_added_to_a_trained_generator(dataset, tmp_path):

@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 from modeling_confounder import ConfounderDiscriminator, ConfounderGenerator
 from modeling_confounder.classifiers import create_classifier
 from modeling_confounder.data import load_classification_data
+from modeling_confounder.generator import UPSAMPLING
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="fine-tune this generator (folder or Hub id) instead of starting from scratch")
     model.add_argument("--generator_width", type=int, default=32)
     model.add_argument("--generator_blocks", type=int, default=2)
+    model.add_argument("--generator_upsampling", choices=UPSAMPLING, default=None,
+                       help="pixel_shuffle: four values per 2x2 block; bilinear: smoother noise, the same after any "
+                            "crop offset (default: the pretrained generator's, or pixel_shuffle from scratch); "
+                            "switching a pretrained generator starts its head from the mean of the four")
     model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"],
                        help="timm model names, trained from scratch; several form an ensemble whose min-min losses "
                             "are averaged (noise that is easy for several architectures transfers better)")
@@ -147,7 +152,8 @@ def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int
         width = args.label_predictor_width or 0
         generator = ConfounderGenerator(in_channels=in_channels, num_classes=num_classes,
                                         width=args.generator_width, num_blocks=args.generator_blocks,
-                                        epsilon=epsilon, predictor_width=width, predictor_resolution=resolution)
+                                        epsilon=epsilon, predictor_width=width, predictor_resolution=resolution,
+                                        upsampling=args.generator_upsampling or "pixel_shuffle")
         return generator, width > 0
     generator = ConfounderGenerator.from_pretrained(args.pretrained_model_name_or_path)
     config = generator.config
@@ -156,14 +162,31 @@ def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int
                          f"{config.num_classes} classes, but the dataset has {in_channels} and {num_classes}; "
                          "train from scratch (omit --pretrained_model_name_or_path) for this dataset")
     generator.register_to_config(epsilon=epsilon)
-    width = args.label_predictor_width
-    if width is None or width == config.predictor_width:
+    width = config.predictor_width if args.label_predictor_width is None else args.label_predictor_width
+    upsampling = args.generator_upsampling or config.upsampling
+    if (width, upsampling) == (config.predictor_width, config.upsampling):
         return generator, False
-    # A new (or no) label predictor on the pretrained noise generator: everything else loads as it was.
-    rebuilt = ConfounderGenerator(**{**config, "predictor_width": width, "predictor_resolution": resolution})
-    kept = {key: value for key, value in generator.state_dict().items() if not key.startswith("label_predictor.")}
+    # Everything else of the pretrained generator loads as it was.
+    new_predictor = width != config.predictor_width
+    rebuilt = ConfounderGenerator(**{**config, "upsampling": upsampling,
+                                     **({"predictor_width": width, "predictor_resolution": resolution}
+                                        if new_predictor else {})})
+    kept = {key: value for key, value in generator.state_dict().items()
+            if not (new_predictor and key.startswith("label_predictor."))}
+    if upsampling != config.upsampling:
+        kept.update(converted_head(kept.pop("head.weight"), kept.pop("head.bias"), upsampling))
     rebuilt.load_state_dict(kept, strict=False)
-    return rebuilt, width > 0
+    return rebuilt, new_predictor and width > 0
+
+
+def converted_head(weight: torch.Tensor, bias: torch.Tensor, upsampling: str) -> dict[str, torch.Tensor]:
+    """The head for the other upsampling, making about the same noise: pixel shuffle's four sub-pixel filters
+    (output channel ``4c + k`` for channel c) averaged into one, or one filter repeated four times."""
+    if upsampling == "bilinear":
+        channels = weight.shape[0] // 4
+        return {"head.weight": weight.reshape(channels, 4, *weight.shape[1:]).mean(1),
+                "head.bias": bias.reshape(channels, 4).mean(1)}
+    return {"head.weight": weight.repeat_interleave(4, 0), "head.bias": bias.repeat_interleave(4)}
 
 
 def fit_label_predictor(generator: ConfounderGenerator, data, args: argparse.Namespace,
