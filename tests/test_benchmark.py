@@ -128,6 +128,8 @@ def test_markdown_and_figures_are_written(report, folders):
         assert heading in markdown
     assert "python training/benchmark.py --dataset_name" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
+    assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"
+            f"| method | {' | '.join(VICTIMS)} |") in markdown
     assert {Path(path).name for path in report["figures"]} == {
         "curves.png", "samples.png", *(f"defense-{defense}.png" for defense in benchmark.DEFENSES)}
     for path in report["figures"]:

@@ -582,6 +582,13 @@ def format_markdown(report: dict) -> str:
                    "protection works there when its row is no better than that one."), ""]
     lines += table(["method", *defenses],
                    [[method, *(cell(method, victims[0], defense) for defense in defenses)] for method in methods])
+    transfer = [run for run in runs if run["defense"] == "transfer"]
+    if transfer:
+        own = f" instead of {report['surrogate']}" if "surrogate" in report else ""
+        lines += [f"## Transfer: the noise made with surrogate {transfer[0]['surrogate']}{own}", "",
+                  *table(["method", *victims],
+                         [[method, *(cell(method, victim, "transfer") for victim in victims)]
+                          for method in dict.fromkeys(run["method"] for run in transfer)])]
     if report["quality"]:
         lines += ["## Image quality and speed", "",
                   *table(["protected set", "PSNR", "SSIM", "max abs δ", "protect the training set",
@@ -707,6 +714,7 @@ def main(argv: list[str] | None = None) -> dict:
               "epochs": args.victim_epochs,
               "victims": args.victims, "hardware": hardware_summary(), "versions": package_versions(),
               "command": args.command, "clean_floor": args.clean_floor, "estimate": estimate,
+              "surrogate": args.surrogate,
               "runs": [], "quality": {}, "speed": {}}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results_json = args.output_dir / "results.json"
