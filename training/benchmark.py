@@ -22,6 +22,8 @@ Protocols set the defaults, and any argument overrides them:
 
 Settings other than ``none`` train the first victim only, on the ``--defense_methods``; ``transfer`` remakes
 the ``--transfer_methods`` with ``--transfer_surrogate`` (surrogate A) and trains every victim (B, C) on them.
+Under ``partial20/50/80``, ``clean`` is the victim trained on the unprotected images alone, the reference a
+partial protection has to match.
 Protected training sets are cached in ``--cache_dir`` under a hash of the method's settings and of the exact
 training images, so a rerun only retrains victims.
 """
