@@ -87,7 +87,11 @@ class ConfounderGenerator(HubModel):
         self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
         self.label_embedding = nn.Embedding(num_classes + 1, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(num_blocks)))
-        self.head = nn.Conv2d(width, in_channels * (4 if upsampling == "pixel_shuffle" else 1), 3, padding=1)
+        # Pixel shuffle spreads four head channels over each 2×2 block; bilinear interpolates one channel.
+        shuffle = upsampling == "pixel_shuffle"
+        self.head = nn.Conv2d(width, in_channels * (4 if shuffle else 1), 3, padding=1)
+        self.upsample = (nn.PixelShuffle(2) if shuffle
+                         else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         self.label_predictor = (LabelPredictor(in_channels, num_classes, predictor_width, predictor_resolution)
                                 if predictor_width else None)
 
@@ -96,8 +100,8 @@ class ConfounderGenerator(HubModel):
         """How far (in input pixels) one output pixel can see: the halo a tile needs to match a single pass."""
         # stem: 1 px at full resolution; each 3x3 conv of the body and the head: 1 px at half resolution = 2 px;
         # bilinear upsampling reads one more half-resolution pixel.
-        bilinear = self.config.upsampling == "bilinear"
-        return 1 + 2 * (2 * self.config.num_blocks + 1 + bilinear) + 2
+        half_resolution_radius = 2 * self.config.num_blocks + 1 + (self.config.upsampling == "bilinear")
+        return 1 + 2 * half_resolution_radius + 2
 
     def label_codes(self, labels: torch.Tensor | int | Sequence[int] | None, batch_size: int) -> torch.Tensor:
         """Embedding rows for ``labels``: a LongTensor of shape (batch_size,).
@@ -146,12 +150,7 @@ class ConfounderGenerator(HubModel):
         features = self.stem(images * 2 - 1)
         features = features + self.label_embedding(codes)[:, :, None, None]
         features = self.blocks(features)
-        noise = self.head(F.relu(features))
-        if self.config.upsampling == "pixel_shuffle":
-            noise = F.pixel_shuffle(noise, 2)
-        else:
-            noise = F.interpolate(noise, scale_factor=2, mode="bilinear", align_corners=False)
-        noise = noise[..., :height, :width]
+        noise = self.upsample(self.head(F.relu(features)))[..., :height, :width]
         return epsilon * torch.tanh(noise)
 
     def protect(
