@@ -168,9 +168,10 @@ def build_generator(args: argparse.Namespace, in_channels: int, num_classes: int
         return generator, False
     # Everything else of the pretrained generator loads as it was.
     new_predictor = width != config.predictor_width
-    rebuilt = ConfounderGenerator(**{**config, "upsampling": upsampling,
-                                     **({"predictor_width": width, "predictor_resolution": resolution}
-                                        if new_predictor else {})})
+    changes = {"upsampling": upsampling}
+    if new_predictor:
+        changes.update(predictor_width=width, predictor_resolution=resolution)
+    rebuilt = ConfounderGenerator(**{**config, **changes})
     kept = {key: value for key, value in generator.state_dict().items()
             if not (new_predictor and key.startswith("label_predictor."))}
     if upsampling != config.upsampling:
