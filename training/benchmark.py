@@ -458,10 +458,10 @@ def training_set(setting: Setting, clean: torch.Tensor, protected: torch.Tensor 
     return (images if setting.data_transform is None else setting.data_transform(images)), labels
 
 
-def run_cell(cell: Cell, setting: Setting, protected: torch.Tensor, train: ImageClassificationData,
+def run_cell(cell: Cell, setting: Setting, protected: torch.Tensor | None, train: ImageClassificationData,
              test: ImageClassificationData, args: argparse.Namespace) -> dict:
-    images, labels = training_set(setting, train.images, None if cell.method == "clean" else protected,
-                                  train.labels, args.seed)
+    """Trains and tests one victim; ``protected`` is the method's training set, None for clean data."""
+    images, labels = training_set(setting, train.images, protected, train.labels, args.seed)
     test_images = setting.data_transform(test.images) if setting.on_test_images else test.images
     catcher = ModelCatcher(setting.batch_transform)
     result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
@@ -723,7 +723,7 @@ def main(argv: list[str] | None = None) -> dict:
     new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
     samples: dict[str, torch.Tensor] = {}
     for label, method in variants.items():
-        protected = train.images
+        protected = None
         if not isinstance(method, Clean):
             protected, info = protect_training_set(label, method, train, new, cache)
             report["quality"][label] = info["quality"]
