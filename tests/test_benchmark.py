@@ -92,6 +92,7 @@ def test_results_json_has_the_schema_of_the_issue(report, folders):
     for run in stored["runs"]:
         assert {"method", "victim", "defense", "test_acc", "best_test_acc", "seconds"} <= set(run)
         assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and run["seconds"] > 0
+        assert run["bf16"] == (run["victim"] == "test_resnet")  # the quick protocol's --bf16_victims
     protected = set(benchmark.METHODS) - {"clean"} | {"tap-transfer"}
     assert set(stored["quality"]) == set(stored["speed"]) == protected
     for label in protected:
@@ -122,11 +123,12 @@ def test_new_images_are_protected_within_epsilon(name):
 
 def test_markdown_and_figures_are_written(report, folders):
     markdown = (folders["output"] / "results.md").read_text()
-    assert "- Wall time: " in markdown
+    assert "- Wall time: " in markdown and "came from the cache" not in markdown  # a first run makes them all
     for heading in ("## Sanity", "## No defense", "## Training settings, test_resnet",
                     "## Image quality and speed", "## All runs"):
         assert heading in markdown
     assert "python training/benchmark.py --dataset_name" in markdown
+    assert "epochs: test_resnet 1 (bfloat16 autocast), mobilenetv3_small_050 1;" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
     assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"
             f"| method | {' | '.join(VICTIMS)} |") in markdown
@@ -148,7 +150,10 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
                                      "--methods", "patch", "em", "tap", "confounder-trained",
                                      "--defenses", "none", "transfer", "--transfer_methods", "tap"))
     assert len(rerun["runs"]) == 5
-    assert "No sanity row applies" in benchmark.format_markdown(rerun)  # no clean run: said, not an empty table
+    markdown = benchmark.format_markdown(rerun)
+    assert "No sanity row applies" in markdown  # no clean run: said, not an empty table
+    assert rerun["cached"] == ["patch", "em", "tap", "confounder-trained", "tap-transfer"]
+    assert "the protected sets of patch, em, tap, confounder-trained, tap-transfer came from the cache" in markdown
     for label in ("patch", "em", "tap", "confounder-trained", "tap-transfer"):
         assert rerun["quality"][label] == report["quality"][label]
 
@@ -178,11 +183,14 @@ def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
 
 def test_the_quick_protocol_fits_its_budget():
     """Every quick setting on the first victim, no defense on the second, within the protocol's budget at the
-    training throughputs of the idle 2-core development machine (images/s; False: the surrogates' strided stem)."""
-    throughput = {("test_resnet", None): 480, ("mobilenetv3_small_100", None): 1000,
-                  ("test_resnet", False): 3000, ("mobilenetv3_small_050", None): 2000}
+    training throughputs of the idle 2-core development machine (images/s; False: the surrogates' strided stem;
+    True: bfloat16 autocast)."""
+    throughput = {("test_resnet", None, False): 480, ("test_resnet", None, True): 950,
+                  ("mobilenetv3_small_100", None, False): 1000, ("test_resnet", False, False): 3000,
+                  ("mobilenetv3_small_050", None, False): 2000}
     args = benchmark.parse_args([])
     assert args.victim_epochs == {"test_resnet": 10, "mobilenetv3_small_100": 20}
+    assert args.bf16_victims == ["test_resnet"]
     settings = benchmark.training_settings(10)
     cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
                                  args.transfer_methods, settings)
@@ -192,8 +200,9 @@ def test_the_quick_protocol_fits_its_budget():
     variants = benchmark.protected_sets(cells, methods, settings, args.transfer_surrogate)
     to_generate = {label: method for label, method in variants.items() if label != "clean"}
     estimate = benchmark.estimate_seconds(cells, settings, to_generate, 10_000, 2_000, args.victim_epochs,
-                                          lambda name, stem: throughput[(name, stem)])
-    assert estimate["total_seconds"] <= 60 * args.budget_minutes
+                                          lambda name, stem, bf16: throughput[(name, stem, bf16)],
+                                          args.bf16_victims)
+    assert estimate["total_seconds"] <= 60 * args.budget_minutes <= 60 * 60
 
 
 def test_victims_take_their_own_epochs():
@@ -204,13 +213,19 @@ def test_victims_take_their_own_epochs():
         benchmark.parse_args(["--victims", "test_resnet:ten"])
 
 
+def test_bf16_victims_must_be_victims():
+    assert benchmark.parse_args(["--bf16_victims"]).bf16_victims == []
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--victims", "test_resnet", "--bf16_victims", "mobilenetv3_small_100"])
+
+
 def test_estimate_arithmetic():
     settings = benchmark.training_settings(10, adversarial_steps=3)
     cells = [benchmark.Cell("clean", "v", "none", "clean"),
              benchmark.Cell("clean", "v", "adversarial", "clean")]
     em = protection_methods.ErrorMinimizingNoise(rounds=2, train_steps=1, steps=3, batch_size=10)
     estimate = benchmark.estimate_seconds(cells, settings, {"em": em}, n_train=100, n_test=30, epochs={"v": 2},
-                                          images_per_second=lambda name, stem: 10.0)
+                                          images_per_second=lambda name, stem, bf16: 10.0)
     # victims: 2 epochs × (100 training images × cost 1, then 4 + 30 test images at a third) / 10 images/s
     assert estimate["victims_seconds"] == pytest.approx(2 * 110 / 10 + 2 * 410 / 10)
     # EM: 2 rounds × (1 train step × 10 images + 100 images × (3 PGD steps + 1 check)) / 10 images/s

@@ -147,11 +147,13 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     report = evaluate_unlearnability.main([
         "--dataset_name", dataset, "--generator", str(tmp_path / "generator"), "--victims", "test_resnet",
         "--settings", "clean", "labels", "label-free", "owner", "--epochs", "1", "--batch_size", "16",
-        "--output_json", str(tmp_path / "report.json")])
+        "--bf16_victims", "test_resnet", "--output_json", str(tmp_path / "report.json")])
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
     assert [run["setting"] for run in report["runs"]] == ["clean", "labels", "label-free", "owner"]
+    assert report["command"].startswith("python training/evaluate_unlearnability.py --dataset_name ")
     for run in report["runs"]:
         assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and len(run["history"]) == 1 and run["seed"] == 0
+        assert run["bf16"]
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
     assert "| test_resnet | labels | 0 |" in capsys.readouterr().out
@@ -164,7 +166,7 @@ def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
         "--batch_size", "16", "--seeds", "0", "1", "--output_json", str(tmp_path / "report.json")])
     runs = report["runs"]
-    assert [run["seed"] for run in runs] == [0, 1]
+    assert [run["seed"] for run in runs] == [0, 1] and not any(run["bf16"] for run in runs)
     assert runs[0]["history"] != runs[1]["history"] or runs[0]["train_acc"] != runs[1]["train_acc"]
     mean = (runs[0]["test_acc"] + runs[1]["test_acc"]) / 2
     assert f"| test_resnet | clean | 2 | {mean:.1%} |" in capsys.readouterr().out
