@@ -205,6 +205,18 @@ def test_the_quick_protocol_fits_its_budget():
     assert estimate["total_seconds"] <= 60 * args.budget_minutes <= 60 * 60
 
 
+def test_the_full_protocol_plans_every_method_and_setting():
+    """The GPU protocol: all the data, every method on every victim, every setting on the first, float32."""
+    args = benchmark.parse_args(["--protocol", "full"])
+    assert (args.train_rows, args.test_rows, args.bf16_victims, args.budget_minutes) == (None, None, [], None)
+    settings = benchmark.training_settings(10)
+    cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
+                                 args.transfer_methods, settings)
+    assert {(cell.method, cell.victim) for cell in cells if cell.defense == "none"} == {
+        (method, victim) for method in benchmark.METHODS for victim in args.victims}
+    assert {cell.defense for cell in cells if cell.victim == "resnet18"} == set(benchmark.DEFENSES)
+
+
 def test_victims_take_their_own_epochs():
     args = benchmark.parse_args(["--victims", "test_resnet", "mobilenetv3_small_050:3", "--epochs", "2"])
     assert args.victims == ["test_resnet", "mobilenetv3_small_050"]
