@@ -182,6 +182,8 @@ def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):
     assert "label predictor: training accuracy" in capsys.readouterr().out
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert generator.config.predictor_width == 4 and generator.config.predictor_resolution == 16
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert '"label_predictor_train_acc": ' in card and '"label_predictor_seconds": ' in card
 
 
 def test_a_pretrained_generator_switches_upsampling_with_its_noise_and_predictor(dataset, tmp_path):

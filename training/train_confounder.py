@@ -191,11 +191,13 @@ def converted_head(weight: torch.Tensor, bias: torch.Tensor, upsampling: str) ->
 
 
 def fit_label_predictor(generator: ConfounderGenerator, data, args: argparse.Namespace,
-                        accelerator: Accelerator) -> None:
+                        accelerator: Accelerator) -> dict[str, float]:
     """Supervised training of a new label predictor (crop + flip, Adam, cosine schedule), then frozen.
+    Returns its last epoch's training accuracy and its fitting time, for the model card.
 
     Runs before ``accelerator.prepare`` on every process alike; DDP then starts from rank 0's copy.
     """
+    started = time.perf_counter()
     predictor = generator.label_predictor.to(accelerator.device).train()
     optimizer = torch.optim.Adam(predictor.parameters(), lr=2e-3, weight_decay=5e-4)
     batches = -(-len(data.labels) // 256)
@@ -221,6 +223,8 @@ def fit_label_predictor(generator: ConfounderGenerator, data, args: argparse.Nam
     accelerator.print(f"label predictor: training accuracy {correct / len(data.labels):.3f} in the last epoch")
     # Frozen from here on: the GAN steps only read its guesses, and DDP must not wait for its gradients.
     predictor.eval().requires_grad_(False)
+    return {"label_predictor_train_acc": round(correct / len(data.labels), 4),
+            "label_predictor_seconds": round(time.perf_counter() - started, 1)}
 
 
 def latest_checkpoint(output_dir: Path, requested: str) -> Path | None:
@@ -256,8 +260,9 @@ def main(argv: list[str] | None = None) -> None:
     channels, num_classes = data.channels, data.num_classes
     resolution = data.images.shape[1]
     generator, new_predictor = build_generator(args, channels, num_classes, resolution)
+    predictor_fit = {}
     if new_predictor and args.label_predictor_epochs > 0:
-        fit_label_predictor(generator, data, args, accelerator)
+        predictor_fit = fit_label_predictor(generator, data, args, accelerator)
     elif generator.label_predictor is not None:
         generator.label_predictor.eval().requires_grad_(False)
     discriminator = ConfounderDiscriminator(in_channels=channels)
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         unwrapped = accelerator.unwrap_model(generator)
         unwrapped.save_pretrained(args.output_dir)
         write_model_card(args.output_dir, args, {**logs, "seconds": round(time.perf_counter() - started, 1),
-                                                 "steps": step})
+                                                 "steps": step, **predictor_fit})
         if args.push_to_hub:
             unwrapped.push_to_hub(args.hub_model_id)
     accelerator.end_training()
