@@ -161,6 +161,13 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     assert table.count("\n| test_resnet (1) |") == 4 and "| label-free | 0 |" in table
 
 
+def test_evaluation_rejects_bf16_for_a_victim_it_does_not_train(capsys):
+    with pytest.raises(SystemExit):
+        evaluate_unlearnability.parse_args(["--dataset_name", "x", "--victims", "test_resnet",
+                                            "--bf16_victims", "mobilenetv3_small_100"])
+    assert "--bf16_victims mobilenetv3_small_100: not among --victims (test_resnet)" in capsys.readouterr().err
+
+
 def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
     report = evaluate_unlearnability.main([
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",

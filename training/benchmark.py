@@ -61,7 +61,7 @@ from protection_methods import (
     UniformNoise,
 )
 from scipy.stats import rankdata
-from victim import as_float, hardware_summary, train_victim
+from victim import as_float, bf16_victims_error, hardware_summary, train_victim
 
 from modeling_confounder import DEFAULT_MODEL
 from modeling_confounder.classifiers import create_classifier
@@ -213,8 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--victims {victim}: the part after ':' is the victim's epochs, a positive whole number")
         args.victim_epochs[name] = int(epochs) if epochs else args.epochs
     args.victims = list(args.victim_epochs)
-    if unknown := set(args.bf16_victims) - set(args.victims):
-        parser.error(f"--bf16_victims {' '.join(sorted(unknown))}: not among --victims ({' '.join(args.victims)})")
+    if error := bf16_victims_error(args.bf16_victims, args.victims):
+        parser.error(error)
     args.command = shlex.join(["python", "training/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     return args
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from victim import hardware_summary, train_victim
+from victim import bf16_victims_error, hardware_summary, train_victim
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
 from modeling_confounder.data import ImageClassificationData, load_classification_data
@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "21 points from one seed to another, so compare recipes over several)")
     parser.add_argument("--output_json", type=Path, default=Path("results/unlearnability.json"))
     args = parser.parse_args(argv)
+    if error := bf16_victims_error(args.bf16_victims, args.victims):
+        parser.error(error)
     args.command = shlex.join(["python", "training/evaluate_unlearnability.py",
                                *(sys.argv[1:] if argv is None else argv)])
     return args

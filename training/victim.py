@@ -8,9 +8,11 @@ Tensor conventions: images are uint8 NHWC tensors until batched, then NCHW float
 from __future__ import annotations
 
 import platform
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +37,19 @@ class VictimResult:
         return asdict(self)
 
 
+def cpu_name() -> str:
+    """The CPU model, and whether it has the AVX512-BF16 that makes ``bf16`` victims fast. ``platform.processor``
+    is empty on Linux, so there it comes from /proc/cpuinfo."""
+    cpuinfo = Path("/proc/cpuinfo")
+    info = cpuinfo.read_text() if cpuinfo.exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    name = model.group(1).strip() if model else platform.processor() or platform.system()
+    return name + (" with AVX512-BF16" if re.search(r"\bavx512_bf16\b", info) else "")
+
+
 def hardware_summary() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"
-    return f"{platform.machine()} {platform.processor() or platform.system()}, {device}, torch {torch.__version__}"
+    return f"{platform.machine()} {cpu_name()}, {device}, torch {torch.__version__}"
 
 
 def as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -53,6 +65,12 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
         logits = model(as_float(images[start:start + batch_size], device))
         correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
     return correct / len(images)
+
+
+def bf16_victims_error(bf16_victims: list[str], victims: list[str]) -> str | None:
+    """What is wrong with ``--bf16_victims`` (names that are not among ``--victims``), or None."""
+    unknown = set(bf16_victims) - set(victims)
+    return f"--bf16_victims {' '.join(sorted(unknown))}: not among --victims ({' '.join(victims)})" if unknown else None
 
 
 def train_victim(
