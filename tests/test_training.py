@@ -157,8 +157,21 @@ def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
     assert "| test_resnet | labels | 0 |" in capsys.readouterr().out
+    weights = evaluate_unlearnability.weights_digest(ConfounderGenerator.from_pretrained(tmp_path / "generator"))
+    assert report["generator_weights"] == weights
     table = summarize_evaluations.summarize([tmp_path / "report.json"])
-    assert table.count("\n| test_resnet (1) |") == 4 and "| label-free | 0 |" in table
+    assert table.count("\n| test_resnet (1) |") == 4 and f"| generator ({weights[:7]}) | label-free | 0 |" in table
+
+
+def test_weights_digest_tells_weights_apart():
+    torch.manual_seed(0)
+    first = ConfounderGenerator(num_classes=4, width=8, num_blocks=1)
+    torch.manual_seed(1)
+    second = ConfounderGenerator(num_classes=4, width=8, num_blocks=1)
+    digest = evaluate_unlearnability.weights_digest(first)
+    assert len(digest) == 12 and digest != evaluate_unlearnability.weights_digest(second)
+    second.load_state_dict(first.state_dict())
+    assert evaluate_unlearnability.weights_digest(second) == digest
 
 
 def test_evaluation_rejects_bf16_for_a_victim_it_does_not_train(capsys):
@@ -174,9 +187,13 @@ def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
         "--batch_size", "16", "--seeds", "0", "1", "--output_json", str(tmp_path / "report.json")])
     runs = report["runs"]
     assert [run["seed"] for run in runs] == [0, 1] and not any(run["bf16"] for run in runs)
+    assert report["generator_weights"] is None  # no generator is loaded for clean data
     assert runs[0]["history"] != runs[1]["history"] or runs[0]["train_acc"] != runs[1]["train_acc"]
     mean = (runs[0]["test_acc"] + runs[1]["test_acc"]) / 2
     assert f"| test_resnet | clean | 2 | {mean:.1%} |" in capsys.readouterr().out
+    means = summarize_evaluations.summarize([tmp_path / "report.json"], means=True)
+    each = f"{runs[0]['test_acc']:.1%} / {runs[1]['test_acc']:.1%}"
+    assert means.splitlines()[2] == f"| test_resnet (1) | all | – | clean | 2 | {each} | {mean:.1%} |"
     again = evaluate_unlearnability.main([
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
         "--batch_size", "16", "--seed", "1", "--output_json", str(tmp_path / "again.json")])

@@ -21,6 +21,7 @@ Use ``--train_rows 25000:35000`` for images the default generator never saw.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -107,6 +108,15 @@ def load_train_and_test(args: argparse.Namespace) -> tuple[ImageClassificationDa
     return train, test
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """The first 12 hex digits of a SHA-256 over a model's tensors: tells two weights apart that share a name."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 @torch.inference_mode()
 def label_agreement(generator: ConfounderGenerator, images: np.ndarray, labels: torch.Tensor) -> float | None:
     """How often the label-free path guesses the true label (None without a label predictor)."""
@@ -127,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {"dataset": args.dataset_name, "train_rows": args.train_rows, "test_rows": args.test_rows,
               "n_train": len(train.labels), "n_test": len(test.labels), "generator": str(args.generator),
+              "generator_weights": weights_digest(generator) if generator else None,
               "epsilon": (epsilon or (generator.config.epsilon if generator else 0)) * 255,
               "epochs": args.epochs, "hardware": hardware_summary(), "command": args.command, "quality": {},
               "protect_seconds": {}, "runs": []}

@@ -1,6 +1,7 @@
 """One markdown table from several ``evaluate_unlearnability.py`` JSON reports (for the README and model card).
 
-    python training/summarize_evaluations.py results/eval_*.json
+    python training/summarize_evaluations.py results/eval_*.json           # one row per victim run
+    python training/summarize_evaluations.py --means results/eval_*.json   # one row per cell, over victim seeds
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from pathlib import Path
 SETTING_ORDER = ("clean", "labels", "owner", "label-free")
 
 
-def summarize(paths: list[Path]) -> str:
-    lines = [("| victim (epochs) | training rows | generator | setting | victim seed | clean test acc | best | "
-              "victim train acc | label agreement | PSNR | SSIM | max abs δ |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    rows_by_key = []
+def summarize(paths: list[Path], means: bool = False) -> str:
+    """One row per victim run, or with ``means`` one row per cell (victim, rows, generator, setting)."""
+    runs = []  # (sort key, cell columns, run columns, test accuracy)
     for path in paths:
         report = json.loads(path.read_text())
         rows = report["train_rows"]
         rows = f"{rows[0]:,}–{rows[1] - 1:,}" if rows else "all"
         generator = Path(report["generator"]).name
+        if report.get("generator_weights"):  # reports before it was recorded: the name alone
+            generator = f"{generator} ({report['generator_weights'][:7]})"
         for run in report["runs"]:
             setting = run["setting"]
             quality = report["quality"].get(setting)
@@ -29,20 +30,33 @@ def summarize(paths: list[Path]) -> str:
             # Grouped by victim, then training rows, then setting, whatever order the files come in.
             # Reports written before --seeds did not record the victim seed: "–".
             seed = run.get("seed")
-            key = (run["victim"], report["epochs"], report["train_rows"] or [0], SETTING_ORDER.index(setting),
-                   generator, -1 if seed is None else seed)
-            rows_by_key.append((key,
-                f"| {run['victim']} ({report['epochs']}) | {rows} | "
-                f"{'–' if setting == 'clean' else generator} | {setting} | {'–' if seed is None else seed} | "
-                f"{run['test_acc']:.1%} | "
-                f"{run['best_test_acc']:.1%} | {run['train_acc']:.1%} | "
-                f"{'–' if agreement is None else f'{agreement:.1%}'} | "
-                + (f"{quality['psnr']:.1f} dB | {quality['ssim']:.3f} | {quality['linf_pixels']}/255 |" if quality
-                   else "– | – | – |")))
-    return "\n".join(lines + [line for _, line in sorted(rows_by_key)])
+            key = (run["victim"], report["epochs"], tuple(report["train_rows"] or [0]),
+                   SETTING_ORDER.index(setting), generator, -1 if seed is None else seed)
+            cell = (f"{run['victim']} ({report['epochs']})", rows, "–" if setting == "clean" else generator, setting)
+            columns = ("–" if seed is None else str(seed), f"{run['test_acc']:.1%}", f"{run['best_test_acc']:.1%}",
+                       f"{run['train_acc']:.1%}", "–" if agreement is None else f"{agreement:.1%}",
+                       *((f"{quality['psnr']:.1f} dB", f"{quality['ssim']:.3f}", f"{quality['linf_pixels']}/255")
+                         if quality else ("–", "–", "–")))
+            runs.append((key, cell, columns, run["test_acc"]))
+    runs.sort(key=lambda run: run[0])
+    if not means:
+        return "\n".join([("| victim (epochs) | training rows | generator | setting | victim seed | clean test acc | "
+                           "best | victim train acc | label agreement | PSNR | SSIM | max abs δ |"),
+                          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+                          *(f"| {' | '.join(cell + columns)} |" for _, cell, columns, _ in runs)])
+    cells: dict[tuple[str, ...], list[float]] = {}
+    for _, cell, _, accuracy in runs:
+        cells.setdefault(cell, []).append(accuracy)
+    return "\n".join(["| victim (epochs) | training rows | generator | setting | victim runs | "
+                      "clean test acc, each run | mean |", "| --- | --- | --- | --- | --- | --- | --- |",
+                      *(f"| {' | '.join(cell)} | {len(accuracies)} | "
+                        f"{' / '.join(f'{accuracy:.1%}' for accuracy in accuracies)} | "
+                        f"{sum(accuracies) / len(accuracies):.1%} |" for cell, accuracies in cells.items())])
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", type=Path)
-    print(summarize(parser.parse_args().reports))
+    parser.add_argument("--means", action="store_true", help="one row per cell: each victim run and their mean")
+    arguments = parser.parse_args()
+    print(summarize(arguments.reports, arguments.means))
