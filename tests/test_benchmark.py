@@ -3,6 +3,7 @@ sanity logic and the time estimate. No ../shared, no network; one epoch and tiny
 
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -169,6 +170,27 @@ def test_grayscale_two_class_data_like_pneumoniamnist(tmp_path):
     assert all(0 <= run["auc"] <= 1 and len(run["class_acc"]) == 2 for run in report["runs"])
     assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
     assert "majority-class rate of the test set 50.0%" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatch):
+    spent, real_clock, real_run_cell = [0.0], time.perf_counter, benchmark.run_cell
+
+    def run_then_spend_an_hour(*args, **kwargs):
+        run = real_run_cell(*args, **kwargs)
+        spent[0] += 3600
+        return run
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + spent[0])
+    monkeypatch.setattr(benchmark, "run_cell", run_then_spend_an_hour)
+    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+                                      "--methods", "clean", "random", "--defenses", "none", "grayscale",
+                                      "--defense_methods", "clean", "--time_limit_minutes", "30"))
+    assert [(run["method"], run["defense"]) for run in report["runs"]] == [("clean", "none")]
+    assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("clean", "grayscale"),
+                                                                                ("random", "none")]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert ("**Not run** (over `--time_limit_minutes`): clean on test_resnet (grayscale), random on test_resnet "
+            "(none).") in markdown
 
 
 def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):

@@ -108,6 +108,18 @@ def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):
     assert any(not torch.equal(first[key], resumed[key]) for key in first)
 
 
+def test_max_train_minutes_stops_saves_and_resumes(dataset, tmp_path, capsys):
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
+                                          "--checkpointing_steps", "100", "--max_train_minutes", "0"))
+    assert "--max_train_minutes 0: stopping at step 1 of 4" in capsys.readouterr().out
+    assert (tmp_path / "run" / "checkpoint-1").is_dir()  # saved although off the checkpointing schedule
+    assert '"steps": 1' in (tmp_path / "run" / "README.md").read_text()
+    ConfounderGenerator.from_pretrained(tmp_path / "run")
+    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
+                                          "--resume_from_checkpoint", "latest"))
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+
+
 def test_fine_tuning_checks_the_class_count(dataset, tmp_path):
     ConfounderGenerator(num_classes=10, width=8, num_blocks=1).save_pretrained(tmp_path / "ten")
     with pytest.raises(ValueError, match="train from scratch"):

@@ -174,6 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="print the plan and its estimated time, then stop")
     grid.add_argument("--budget_minutes", type=float, default=None,
                       help="warn when the estimate exceeds it (protocol)")
+    grid.add_argument("--time_limit_minutes", type=float, default=None,
+                      help="start no protected set or victim after this many minutes; the report lists what was "
+                           "skipped (for a machine lent for a fixed time)")
     method = parser.add_argument_group("methods and defenses")
     method.add_argument("--epsilon", type=float, default=8,
                         help="L∞ budget of every method, in levels out of 255")
@@ -560,6 +563,15 @@ def wall_time(report: dict) -> str:
     return text
 
 
+def skipped_line(report: dict) -> list[str]:
+    """The planned victims that --time_limit_minutes left out, as a list item (none: no line)."""
+    skipped = report.get("skipped")
+    if not skipped:
+        return []
+    cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']})" for cell in skipped)
+    return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
+
+
 def format_markdown(report: dict) -> str:
     runs = report["runs"]
     victims = list(dict.fromkeys(run["victim"] for run in runs))
@@ -584,7 +596,7 @@ def format_markdown(report: dict) -> str:
              f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
              f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
              f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.",
-             f"- Wall time: {wall_time(report)}.", "",
+             f"- Wall time: {wall_time(report)}.", *skipped_line(report), "",
              "## Sanity", ""]
     checks = sanity_checks(report)
     if checks:
@@ -740,19 +752,28 @@ def main(argv: list[str] | None = None) -> dict:
               "surrogate": args.surrogate,
               "cached": [label for label, method in variants.items()
                          if not isinstance(method, Clean) and label not in to_generate],
-              "runs": [], "quality": {}, "speed": {}}
+              "runs": [], "skipped": [], "quality": {}, "speed": {}}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results_json = args.output_dir / "results.json"
     new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
     samples: dict[str, torch.Tensor] = {}
+    def out_of_time() -> bool:
+        return args.time_limit_minutes is not None and time.perf_counter() - started > 60 * args.time_limit_minutes
+
     for label, method in variants.items():
         protected = None
+        if out_of_time():
+            report["skipped"] += [asdict(cell) for cell in cells if cell.variant == label]
+            continue
         if not isinstance(method, Clean):
             protected, info = protect_training_set(label, method, train, new, cache)
             report["quality"][label] = info["quality"]
             report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
             samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
         for cell in (cell for cell in cells if cell.variant == label):
+            if out_of_time():
+                report["skipped"].append(asdict(cell))
+                continue
             run = run_cell(cell, settings[cell.defense], protected, train, test, args)
             report["runs"].append(run)
             print(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "

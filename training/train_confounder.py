@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from augmentation import SCRAPER_TRANSFORMS, crop_and_flip, scraper_transforms
 from torch import nn
 from tqdm.auto import tqdm
@@ -122,6 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     train.add_argument("--checkpointing_steps", type=int, default=500)
     train.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint-STEP folder")
     train.add_argument("--max_train_steps", type=int, default=None, help="stop after this many steps in all")
+    train.add_argument("--max_train_minutes", type=float, default=None,
+                       help="stop the GAN steps after this many minutes (label predictor fitting not counted), save "
+                            "a checkpoint and the generator: a time-boxed run, resumable with --resume_from_checkpoint")
     train.add_argument("--report_to", default=None, help="tensorboard, wandb, ... (default: log to the console)")
     train.add_argument("--push_to_hub", action="store_true")
     train.add_argument("--hub_model_id", default=None)
@@ -225,6 +228,15 @@ def fit_label_predictor(generator: ConfounderGenerator, data, args: argparse.Nam
     predictor.eval().requires_grad_(False)
     return {"label_predictor_train_acc": round(correct / len(data.labels), 4),
             "label_predictor_seconds": round(time.perf_counter() - started, 1)}
+
+
+def out_of_time(accelerator: Accelerator, started: float, minutes: float | None) -> bool:
+    """Whether ``minutes`` have passed since ``started``, as the main process sees it: every process stops at the
+    same step, or DDP would wait forever for the one that went on."""
+    if minutes is None:
+        return False
+    spent = torch.tensor(float(time.perf_counter() - started > 60 * minutes), device=accelerator.device)
+    return bool(broadcast(spent).item())
 
 
 def latest_checkpoint(output_dir: Path, requested: str) -> Path | None:
@@ -351,6 +363,10 @@ def main(argv: list[str] | None = None) -> None:
 
             step += 1
             bar.update()
+            if step < total_steps and out_of_time(accelerator, started, args.max_train_minutes):
+                accelerator.print(f"--max_train_minutes {args.max_train_minutes:g}: stopping at step {step} of "
+                                  f"{total_steps}")
+                total_steps = step
             logs = {"loss/generator": generator_loss.item(), "loss/min_min": min_min_loss.item(),
                     "loss/noise_head": noise_head_loss.item(), "loss/adversarial": adversarial_loss.item(),
                     "loss/discriminator": discriminator_loss.item(),
