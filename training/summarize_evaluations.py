@@ -47,8 +47,8 @@ def summarize(paths: list[Path], means: bool = False) -> str:
     cells: dict[tuple[str, ...], list[float]] = {}
     for _, cell, _, accuracy in runs:
         cells.setdefault(cell, []).append(accuracy)
-    return "\n".join(["| victim (epochs) | training rows | generator | setting | victim runs | "
-                      "clean test acc, each run | mean |", "| --- | --- | --- | --- | --- | --- | --- |",
+    header = "| victim (epochs) | training rows | generator | setting | victim runs | clean test acc, each run | mean |"
+    return "\n".join([header, "| --- | --- | --- | --- | --- | --- | --- |",
                       *(f"| {' | '.join(cell)} | {len(accuracies)} | "
                         f"{' / '.join(f'{accuracy:.1%}' for accuracy in accuracies)} | "
                         f"{sum(accuracies) / len(accuracies):.1%} |" for cell, accuracies in cells.items())])
