@@ -21,7 +21,7 @@ sys.path.insert(0, str(TRAINING))
 import evaluate_unlearnability  # noqa: E402
 import summarize_evaluations  # noqa: E402
 import train_confounder  # noqa: E402
-from augmentation import scraper_transforms  # noqa: E402
+from augmentation import crop_and_flip, scraper_transforms  # noqa: E402
 
 
 def tiny_dataset(folder: Path, rows: int = 40, size: int = 16, mode: str = "RGB", classes: int = 4) -> str:
@@ -80,6 +80,24 @@ def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
         train_confounder.parse_args(train_arguments(dataset, tmp_path / "other", "--surrogate_stem", "full", "full",
                                                     "strided"))
     assert "one stem for all surrogates or one per surrogate (1), got 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 32, 32), (5, 1, 28, 20), (3, 3, 7, 9)])
+def test_crop_and_flip_is_a_padded_crop_and_flip_per_image(shape):
+    images = torch.rand(shape, requires_grad=True)
+    augmented = crop_and_flip(images, torch.Generator().manual_seed(0))
+    draws = torch.Generator().manual_seed(0)  # the same draws, in the same order, applied image by image
+    pad = max(1, shape[-1] // 8)
+    offsets = torch.randint(0, 2 * pad + 1, (shape[0], 2), generator=draws).tolist()
+    flips = (torch.rand(shape[0], generator=draws) < 0.5).tolist()
+    padded = F.pad(images, (pad, pad, pad, pad))
+    expected = torch.stack([padded[i, :, y:y + shape[2], x:x + shape[3]].flip(-1) if flip
+                            else padded[i, :, y:y + shape[2], x:x + shape[3]]
+                            for i, ((y, x), flip) in enumerate(zip(offsets, flips))])
+    assert torch.equal(augmented, expected)
+    assert shape[0] < 10 or 0 < sum(flips) < shape[0]  # a batch of 64 has both flipped and unflipped images
+    augmented.sum().backward()
+    assert images.grad.sum() > 0  # differentiable: the min-min term trains the generator through it
 
 
 def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():

@@ -24,13 +24,17 @@ SCRAPER_TRANSFORMS = ("grayscale", "jpeg")
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    size = images.shape[-1]
-    pad = max(1, size // 8)
+    pad = max(1, images.shape[-1] // 8)
     padded = F.pad(images, (pad, pad, pad, pad))
-    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator)
-    flips = torch.rand(len(images), generator=generator) < 0.5
-    crops = [padded[i, :, y:y + images.shape[-2], x:x + size] for i, (y, x) in enumerate(offsets.tolist())]
-    return torch.stack([crop.flip(-1) if flip else crop for crop, flip in zip(crops, flips.tolist())])
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).to(images.device)
+    flips = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+    # Two gathers for the whole batch, rows then columns: a loop over images costs a kernel launch per image on a GPU.
+    (count, channels, height, width), device = images.shape, images.device
+    rows = offsets[:, :1] + torch.arange(height, device=device)
+    columns = offsets[:, 1:] + torch.arange(width, device=device)
+    columns = torch.where(flips[:, None], columns.flip(-1), columns)
+    cropped_rows = padded.gather(2, rows[:, None, :, None].expand(-1, channels, -1, padded.shape[-1]))
+    return cropped_rows.gather(3, columns[:, None, None, :].expand(count, channels, height, width))
 
 
 def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_quality: Sequence[float] = (10, 50),
