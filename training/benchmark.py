@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -534,7 +534,13 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
 def package_versions() -> dict[str, str]:
     names = ("confounder-gan", "torch", "timm", "diffusers", "accelerate", "datasets", "numpy",
              "scikit-image", "pillow", "matplotlib")
-    return {"python": sys.version.split()[0], **{name: version(name) for name in names}}
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # importable from a checkout without being installed
+            return "not installed"
+
+    return {"python": sys.version.split()[0], **{name: installed(name) for name in names}}
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
