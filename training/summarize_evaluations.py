@@ -21,8 +21,7 @@ def summarize(paths: list[Path], means: bool = False) -> str:
         rows = report["train_rows"]
         rows = f"{rows[0]:,}–{rows[1] - 1:,}" if rows else "all"
         generator = Path(report["generator"]).name
-        if report.get("generator_weights"):  # reports before it was recorded: the name alone
-            generator = f"{generator} ({report['generator_weights'][:7]})"
+        weights = (report.get("generator_weights") or "–")[:7]  # "–": clean data, or reports from before it
         for run in report["runs"]:
             setting = run["setting"]
             quality = report["quality"].get(setting)
@@ -33,16 +32,17 @@ def summarize(paths: list[Path], means: bool = False) -> str:
             key = (run["victim"], report["epochs"], tuple(report["train_rows"] or [0]),
                    SETTING_ORDER.index(setting), generator, -1 if seed is None else seed)
             cell = (f"{run['victim']} ({report['epochs']})", rows, "–" if setting == "clean" else generator, setting)
-            columns = ("–" if seed is None else str(seed), f"{run['test_acc']:.1%}", f"{run['best_test_acc']:.1%}",
+            columns = ("–" if setting == "clean" else weights, "–" if seed is None else str(seed),
+                       f"{run['test_acc']:.1%}", f"{run['best_test_acc']:.1%}",
                        f"{run['train_acc']:.1%}", "–" if agreement is None else f"{agreement:.1%}",
                        *((f"{quality['psnr']:.1f} dB", f"{quality['ssim']:.3f}", f"{quality['linf_pixels']}/255")
                          if quality else ("–", "–", "–")))
             runs.append((key, cell, columns, run["test_acc"]))
     runs.sort(key=lambda run: run[0])
     if not means:
-        return "\n".join([("| victim (epochs) | training rows | generator | setting | victim seed | clean test acc | "
-                           "best | victim train acc | label agreement | PSNR | SSIM | max abs δ |"),
-                          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        return "\n".join([("| victim (epochs) | training rows | generator | setting | weights | victim seed | "
+                           "clean test acc | best | victim train acc | label agreement | PSNR | SSIM | max abs δ |"),
+                          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                           *(f"| {' | '.join(cell + columns)} |" for _, cell, columns, _ in runs)])
     cells: dict[tuple[str, ...], list[float]] = {}
     for _, cell, _, accuracy in runs:
