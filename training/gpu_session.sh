@@ -85,10 +85,11 @@ generator() {
 }
 
 benchmark() {
-  # Methods in order of interest: the time limit drops the last ones first.
+  # The product and the reference first, then the methods by the time they take to make: the time limit drops
+  # the last ones, and a protected set that overruns it is cut by `timeout` (results.json keeps every run so far).
   timeout $((60 * ${BENCHMARK_MINUTES%.*} + 90)) python3 training/benchmark.py --protocol full --dataset_name "$DATA" \
     "${BENCHMARK[@]}" --batch_size 512 --learning_rate 0.2 --time_limit_minutes "$BENCHMARK_MINUTES" \
-    --methods clean random em confounder confounder-label-free tap patch classwise confounder-trained \
+    --methods clean confounder confounder-label-free random patch classwise em tap confounder-trained \
     --defenses none --cache_dir "$RUNS/benchmark-cache" --output_dir "$RUNS/benchmark-full-resnet18" || true
 }
 
@@ -102,10 +103,10 @@ if [[ ${1:-} == prepare ]]; then
   exit
 fi
 setup
-trap pack EXIT
+trap pack EXIT  # on an error too; and after each part, since a call stopped at its timeout_s runs no trap
 for part in "$@"; do
   case $part in
-    generator | benchmark) (set -x; "$part") 2>&1 | tee -a "$OUT/session.log" ;;
+    generator | benchmark) (set -x; "$part") 2>&1 | tee -a "$OUT/session.log"; pack ;;
     *) echo "unknown part '$part': choose prepare, generator or benchmark" >&2; exit 2 ;;
   esac
 done
