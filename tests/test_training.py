@@ -172,6 +172,16 @@ def test_accelerate_launch_with_two_cpu_processes(dataset, tmp_path):
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
 
 
+@pytest.mark.parametrize(("parts", "message"), [(["bogus"], "unknown part 'bogus'"), ([], "usage:")])
+def test_gpu_session_parses_and_checks_its_parts_before_doing_anything(parts, message, tmp_path):
+    script = TRAINING / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    result = subprocess.run(["bash", str(script), *parts], capture_output=True, text=True, check=False,
+                            env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing installed, nothing run
+
+
 def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "generator")
     report = evaluate_unlearnability.main([

@@ -102,11 +102,19 @@ if [[ ${1:-} == prepare ]]; then
   prepare
   exit
 fi
+for part in "$@"; do  # every name checked before anything is installed or run
+  if [[ $part != generator && $part != benchmark ]]; then
+    echo "unknown part '$part': run 'prepare' here, then 'generator' and/or 'benchmark' on the GPU" >&2
+    exit 2
+  fi
+done
+if [[ $# == 0 ]]; then
+  echo "usage: bash training/gpu_session.sh prepare | PART... (PART: generator, benchmark; see the header)" >&2
+  exit 2
+fi
 setup
 trap pack EXIT  # on an error too; and after each part, since a call stopped at its timeout_s runs no trap
 for part in "$@"; do
-  case $part in
-    generator | benchmark) (set -x; "$part") 2>&1 | tee -a "$OUT/session.log"; pack ;;
-    *) echo "unknown part '$part': choose prepare, generator or benchmark" >&2; exit 2 ;;
-  esac
+  (set -x; "$part") 2>&1 | tee -a "$OUT/session.log"
+  pack
 done
