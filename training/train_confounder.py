@@ -26,7 +26,7 @@ Add one to a trained generator without retraining the noise:
 
     accelerate launch training/train_confounder.py --dataset_name ../shared/data/cifar10 \
         --max_train_samples 25000 --pretrained_model_name_or_path runs/cifar10-default \
-        --label_predictor_width 16 --label_predictor_epochs 30 --max_train_steps 0 --output_dir runs/cifar10-predictor30
+        --label_predictor_width 16 --label_predictor_epochs 120 --max_train_steps 0 --output_dir runs/cifar10-predictor120
 
 Launch (the default weights shipped in the package; CIFAR-10 rows 0-24,999, 2 CPU cores):
 
