@@ -31,7 +31,7 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # the same commands, sized for a CPU minute
   BENCHMARK=(--train_rows 0:512 --test_rows 0:256 --victims test_resnet:1 --em_rounds 1 --em_train_steps 1
              --em_steps 1 --tap_epochs 1 --tap_steps 1 --confounder_steps 2)
 else
-  GENERATOR=(--max_train_samples 25000 --max_train_minutes 2.5 --label_predictor_epochs 60)
+  GENERATOR=(--max_train_samples 25000 --max_train_minutes 2.5 --label_predictor_epochs 120)
   SEEN=0:10000 UNSEEN=25000:35000 TEST=0:2000 RESNET_EPOCHS=10 BYOB_EPOCHS=20 BENCHMARK_MINUTES=4
   BENCHMARK=(--victims resnet18:15 --bf16_victims resnet18)
 fi
