@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from modeling_confounder import ConfounderGenerator
 from tests.test_training import TRAINING, tiny_dataset
 
 sys.path.insert(0, str(TRAINING))
@@ -138,6 +139,19 @@ def test_markdown_and_figures_are_written(report, folders):
     for path in report["figures"]:
         with Image.open(path) as figure:
             assert figure.format == "PNG" and min(figure.size) > 100
+
+
+def test_a_shipped_generator_is_cached_by_its_weights_not_its_path(tmp_path):
+    def cache_key(folder: Path) -> str:
+        return protection_methods.ConfounderGAN(epsilon=8 / 255, seed=0, model=str(folder)).digest()
+
+    torch.manual_seed(0)
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "first")
+    ConfounderGenerator.from_pretrained(tmp_path / "first").save_pretrained(tmp_path / "copy")
+    key = cache_key(tmp_path / "first")
+    assert cache_key(tmp_path / "copy") == key
+    ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "first")  # new weights
+    assert cache_key(tmp_path / "first") != key
 
 
 def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monkeypatch):

@@ -21,7 +21,6 @@ Use ``--train_rows 25000:35000`` for images the default generator never saw.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from protection_methods import weights_digest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from victim import bf16_victims_error, hardware_summary, train_victim
 
@@ -106,15 +106,6 @@ def load_train_and_test(args: argparse.Namespace) -> tuple[ImageClassificationDa
                                     args.label_column_name, args.test_rows, args.resolution,
                                     channels=train.channels, num_classes=train.num_classes)
     return train, test
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """The first 12 hex digits of a SHA-256 over a model's tensors: tells two weights apart that share a name."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:12]
 
 
 @torch.inference_mode()

@@ -301,13 +301,14 @@ class TargetedAdversarialPoison(SurrogateMethod):
         return SurrogateWork(self.surrogate, False, num_images * (self.surrogate_epochs + self.steps))
 
 
-def folder_digest(folder: str | Path) -> str:
-    """sha256 of a model folder's files: the same path can hold other weights tomorrow."""
+def weights_digest(model: nn.Module) -> str:
+    """The first 12 hex digits of a SHA-256 over a model's tensors: tells apart two weights that share a name
+    (a folder or Hub id can hold other weights tomorrow)."""
     digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 @dataclass
@@ -318,7 +319,8 @@ class ConfounderGAN(Method):
     use_labels: bool = True
 
     def settings(self) -> dict:
-        return {**super().settings(), "model_sha256": folder_digest(self.model)}
+        config = {key: value for key, value in self.generator.config.items() if not key.startswith("_")}
+        return {**super().settings(), "model_weights": weights_digest(self.generator), "model_config": config}
 
     @cached_property
     def generator(self) -> ConfounderGenerator:
