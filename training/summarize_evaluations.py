@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 SETTING_ORDER = ("clean", "labels", "owner", "label-free")
@@ -47,11 +48,17 @@ def summarize(paths: list[Path], means: bool = False) -> str:
     cells: dict[tuple[str, ...], list[float]] = {}
     for _, cell, _, accuracy in runs:
         cells.setdefault(cell, []).append(accuracy)
-    header = "| victim (epochs) | training rows | generator | setting | victim runs | clean test acc, each run | mean |"
-    return "\n".join([header, "| --- | --- | --- | --- | --- | --- | --- |",
+    header = ("| victim (epochs) | training rows | generator | setting | victim runs | clean test acc, each run | mean | "
+              "standard error |")
+
+    def standard_error(accuracies: list[float]) -> str:
+        return f"{statistics.stdev(accuracies) / len(accuracies) ** 0.5:.1%}" if len(accuracies) > 1 else "–"
+
+    return "\n".join([header, "| --- | --- | --- | --- | --- | --- | --- | --- |",
                       *(f"| {' | '.join(cell)} | {len(accuracies)} | "
                         f"{' / '.join(f'{accuracy:.1%}' for accuracy in accuracies)} | "
-                        f"{sum(accuracies) / len(accuracies):.1%} |" for cell, accuracies in cells.items())])
+                        f"{statistics.mean(accuracies):.1%} | {standard_error(accuracies)} |"
+                        for cell, accuracies in cells.items())])
 
 
 if __name__ == "__main__":
