@@ -99,6 +99,22 @@ def test_label_predictor_guesses_the_code_of_unlabeled_images():
     torch.testing.assert_close(mixed[0], generator(images[:1], labels=guesses[:1])[0])
 
 
+def test_label_predictor_folds_batch_norm_into_its_convolutions_in_eval_mode():
+    predictor = make_generator(predictor_width=4, predictor_resolution=16).label_predictor
+    generator = torch.Generator().manual_seed(0)
+    for norm in predictor.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            for statistic in (norm.weight, norm.bias, norm.running_mean):
+                statistic.data = torch.randn(statistic.shape, generator=generator)
+            norm.running_var = torch.rand(norm.running_var.shape, generator=generator) + 0.1
+    images = torch.rand(6, 3, 16, 16)
+    predictor.eval()
+    unfolded = predictor.classifier(predictor.features(images * 2 - 1))
+    torch.testing.assert_close(predictor(images), unfolded)
+    predictor(images).sum().backward()
+    assert all(parameter.grad is not None for parameter in predictor.parameters())
+
+
 def test_label_predictor_sees_the_whole_photo_when_tiled():
     generator = make_generator(predictor_width=4, predictor_resolution=16)
     image = np.random.default_rng(0).integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
