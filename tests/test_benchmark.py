@@ -19,6 +19,7 @@ from tests.test_training import TRAINING, tiny_dataset
 sys.path.insert(0, str(TRAINING))
 
 import benchmark  # noqa: E402
+import benchmark_speed  # noqa: E402
 import protection_methods  # noqa: E402
 from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixup  # noqa: E402
 from victim import train_victim  # noqa: E402
@@ -382,3 +383,14 @@ def test_roc_auc():
     ordered = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
     assert benchmark.roc_auc(ordered, labels) == 1.0 and benchmark.roc_auc(ordered[::-1], labels) == 0.0
     assert benchmark.roc_auc(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 2])) == 1.0
+
+
+def test_speed_summary_takes_the_median_and_range_of_each_number(tmp_path):
+    paths = []
+    for i, images_per_second in enumerate([3000.0, 4000.0, 2000.0]):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps({"model": "m", "torch_threads": 2,
+                                         "cifar_images_per_second": images_per_second}))
+    summary = benchmark_speed.main(["--summarize", *map(str, paths)])
+    assert summary["cifar_images_per_second"] == {"median": 3000.0, "min": 2000.0, "max": 4000.0}
+    assert "torch_threads" not in summary

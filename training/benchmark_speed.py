@@ -6,8 +6,11 @@ Measures (ConfounderGAN, Tian et al., NeurIPS 2022; uint8 images in, uint8 image
 - peak resident memory of a fresh process that loads the model and protects one 12-megapixel photo (4000×3000).
 
     python training/benchmark_speed.py --output_json results/speed.json
+    python training/benchmark_speed.py --summarize results/speed-repeats/2026-11-29-folded-*.json
 
-A benchmark, not a test: numbers depend on the machine, which is recorded with them.
+A benchmark, not a test: numbers depend on the machine, which is recorded with them. On a shared 2-core machine
+images per second move by up to a fifth from run to run, so report several runs: ``--summarize`` prints the
+median and range of each number over reports.
 """
 
 from __future__ import annotations
@@ -52,14 +55,30 @@ def best_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+def summarize(paths: list[Path]) -> dict:
+    """Median, lowest and highest of each number over several reports of this script."""
+    reports = [json.loads(path.read_text()) for path in paths]
+    summary = {"reports": [str(path) for path in paths]}
+    for key, value in reports[0].items():
+        if isinstance(value, float):
+            values = [report[key] for report in reports]
+            summary[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--summarize", nargs="+", type=Path, metavar="JSON",
+                        help="summarize earlier reports instead of measuring")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--cifar_images", type=int, default=8192)
     parser.add_argument("--batch_size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--output_json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
 
     generator = ConfounderGenerator.from_pretrained(args.model)
     rng = np.random.default_rng(0)
