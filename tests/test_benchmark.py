@@ -268,6 +268,12 @@ def test_bf16_victims_must_be_victims():
         benchmark.parse_args(["--victims", "test_resnet", "--bf16_victims", "mobilenetv3_small_100"])
 
 
+def test_a_setting_with_nothing_to_run_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--methods", "clean", "confounder", "--defenses", "none", "transfer"])
+    assert "the transfer setting has nothing to run: give --transfer_methods" in capsys.readouterr().err
+
+
 def test_estimate_arithmetic():
     settings = benchmark.training_settings(10, adversarial_steps=3)
     cells = [benchmark.Cell("clean", "v", "none", "clean"),

@@ -99,7 +99,7 @@ def training_settings(num_classes: int, protected_class: int = 0, adversarial_ep
     return {
         "none": Setting(),
         "grayscale": Setting(grayscale, on_test_images=True),
-        "jpeg10": Setting(partial(jpeg, quality=10)),
+        **{f"jpeg{quality}": Setting(partial(jpeg, quality=quality)) for quality in (10, 50, 75)},
         "cutout": Setting(batch_transform=cutout),
         "cutmix": Setting(batch_transform=partial(cutmix, num_classes=num_classes)),
         "mixup": Setting(batch_transform=partial(mixup, num_classes=num_classes)),
@@ -218,6 +218,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.victims = list(args.victim_epochs)
     if error := bf16_victims_error(args.bf16_victims, args.victims):
         parser.error(error)
+    try:  # a plan with an empty setting is a usage error: say so before loading any data
+        plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
+                   training_settings(num_classes=2))
+    except ValueError as error:
+        parser.error(str(error))
     args.command = shlex.join(["python", "training/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     return args
 

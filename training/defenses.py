@@ -4,7 +4,8 @@ Data-level, on uint8 NHWC image tensors before training:
 - ``grayscale``: luma only, as three equal channels; many shortcuts live in colour. With JPEG at quality 10 it
   is the "image shortcut squeezing" of Liu et al., "Image Shortcut Squeezing: Countering Perturbative
   Availability Poisons with Compression", ICML 2023, which breaks many such noises.
-- ``jpeg``: re-encode every image with PIL at a low quality.
+- ``jpeg``: re-encode every image with PIL. Quality 10 is the squeezing defense; 75 is what photo sites and
+  messengers commonly apply to uploads, so it is what a photo's protection meets before any scraper acts.
 
 Batch-level, passed as ``train_victim(batch_transform=...)`` and applied after the victim's crop and flip.
 Each takes ``(model, images, labels, generator)`` (NCHW float in [0, 1]; random draws come from
