@@ -25,7 +25,8 @@ from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixu
 from victim import train_victim  # noqa: E402
 
 TINY_BUDGETS = ["--epochs", "1", "--batch_size", "16", "--em_rounds", "1", "--em_train_steps", "1",
-                "--em_steps", "2", "--tap_epochs", "1", "--tap_steps", "2", "--confounder_steps", "2"]
+                "--em_steps", "2", "--tap_epochs", "1", "--tap_steps", "2", "--confounder_steps", "2",
+                "--workers", "1"]
 VICTIMS = ["test_resnet", "mobilenetv3_small_050"]
 
 
@@ -201,11 +202,26 @@ def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatc
                                       "--methods", "clean", "random", "--defenses", "none", "grayscale",
                                       "--defense_methods", "clean", "--time_limit_minutes", "30"))
     assert [(run["method"], run["defense"]) for run in report["runs"]] == [("clean", "none")]
-    assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("clean", "grayscale"),
-                                                                                ("random", "none")]
+    assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("random", "none"),
+                                                                                ("clean", "grayscale")]
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert ("**Not run** (over `--time_limit_minutes`): clean on test_resnet (grayscale), random on test_resnet "
-            "(none).") in markdown
+    assert ("**Not run** (over `--time_limit_minutes`): random on test_resnet (none), clean on test_resnet "
+            "(grayscale).") in markdown
+
+
+def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):
+    """Two spawned workers: the same cells, reported in the plan's order, and the estimate measured in them."""
+    extra = ("--victims", "test_resnet", "--methods", "clean", "random", "--defenses", "none", "grayscale",
+             "--defense_methods", "random")
+    inline = benchmark.main(arguments(dataset, tmp_path / "inline", tmp_path / "cache", *extra))
+    pooled = benchmark.main(arguments(dataset, tmp_path / "pooled", tmp_path / "cache", *extra, "--workers", "2"))
+    planned = [("clean", "none"), ("random", "none"), ("random", "grayscale")]
+    for report in (inline, pooled):
+        assert [(run["method"], run["defense"]) for run in report["runs"]] == planned
+        assert all(0 <= run["test_acc"] <= 1 and len(run["history"]) == 1 for run in report["runs"])
+    assert (inline["workers"], pooled["workers"]) == (1, 2)
+    assert pooled["estimate"]["victims_seconds"] > 0
+    assert "2 victims train at once" in (tmp_path / "pooled" / "results.md").read_text()
 
 
 def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):

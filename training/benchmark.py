@@ -34,10 +34,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import shlex
 import sys
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -61,6 +63,7 @@ from protection_methods import (
     UniformNoise,
 )
 from scipy.stats import rankdata
+from tqdm.auto import tqdm
 from victim import as_float, bf16_victims_error, hardware_summary, train_victim
 
 from modeling_confounder import DEFAULT_MODEL
@@ -127,14 +130,14 @@ PROTOCOLS = {
               "defenses": ["none", "grayscale", "jpeg10"],
               "defense_methods": ["clean", "confounder"], "transfer_methods": ["confounder-trained"],
               "em_rounds": 5, "em_train_steps": 20, "em_steps": 10, "tap_epochs": 5, "tap_steps": 10,
-              "confounder_steps": 300, "clean_floor": 0.55, "budget_minutes": 60},
+              "confounder_steps": 300, "clean_floor": 0.55, "budget_minutes": 60, "workers": 2},
     "full": {"train_rows": None, "test_rows": None, "epochs": 40, "methods": list(METHODS),
              "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100", "vit_small_patch8_224"],
              "bf16_victims": [],
              "defenses": list(DEFENSES), "defense_methods": list(METHODS),
              "transfer_methods": list(TRANSFERABLE), "em_rounds": 20, "em_train_steps": 10, "em_steps": 20,
              "tap_epochs": 40, "tap_steps": 100, "confounder_steps": 4000, "clean_floor": 0.80,
-             "budget_minutes": None},
+             "budget_minutes": None, "workers": 1},
 }
 
 
@@ -170,6 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grid.add_argument("--batch_size", type=int, default=128)
     grid.add_argument("--learning_rate", type=float, default=0.05)
     grid.add_argument("--seed", type=int, default=0)
+    grid.add_argument("--workers", type=int, default=None,
+                      help="victims trained at once, each in its own process with an equal share of the CPU "
+                           "threads: small models use 2 CPU cores better as two 1-thread processes than as one "
+                           "2-thread process (protocol)")
     grid.add_argument("--estimate_only", action="store_true",
                       help="print the plan and its estimated time, then stop")
     grid.add_argument("--budget_minutes", type=float, default=None,
@@ -218,6 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.victims = list(args.victim_epochs)
     if error := bf16_victims_error(args.bf16_victims, args.victims):
         parser.error(error)
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: give 1 or more victims to train at once")
     try:  # a plan with an empty setting is a usage error: say so before loading any data
         plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
                    training_settings(num_classes=2))
@@ -292,8 +301,12 @@ def protected_sets(cells: list[Cell], methods: dict[str, Method], settings: dict
 
 
 def measure_images_per_second(name: str, small_input_stem: bool | None, data: ImageClassificationData,
-                              batch_size: int, bf16: bool = False, steps: int = 3) -> float:
-    """Training throughput of a timm model here: forward, backward and an SGD step on random batches."""
+                              batch_size: int, bf16: bool = False, steps: int = 3,
+                              barrier: multiprocessing.synchronize.Barrier | None = None) -> float:
+    """Training throughput of a timm model here: forward, backward and an SGD step on random batches.
+
+    With a ``barrier``, timing starts once every worker holding it is ready, so the workers share the CPU as
+    they do when they train victims."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     channels, resolution = data.channels, data.images.shape[1]
     model = create_classifier(name, data.num_classes, channels, resolution, small_input_stem)
@@ -313,32 +326,95 @@ def measure_images_per_second(name: str, small_input_stem: bool | None, data: Im
 
     for _ in range(2):  # warm-up: the first calls pay for kernel selection and allocation
         step()
+    if barrier is not None:
+        barrier.wait(timeout=600)
     started = time.perf_counter()
     for _ in range(steps):
         step()
     return steps * batch_size / (time.perf_counter() - started)
 
 
-class Throughput:
-    """Training images per second of timm models on this machine, each (name, stem, bf16) measured once."""
+class InlineExecutor(Executor):
+    """An executor that runs each call in this process as it is submitted: the benchmark with ``--workers 1``."""
 
-    def __init__(self, data: ImageClassificationData, batch_size: int) -> None:
-        self.data, self.batch_size = data, batch_size
-        self.measured: dict[tuple[str, bool | None, bool], float] = {}
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+WORKER: dict = {}  # what a victim-training process holds: the data, the run's arguments, the timing barrier
+
+
+def start_worker(threads: int, train: ImageClassificationData, test: ImageClassificationData,
+                 args: argparse.Namespace, barrier: multiprocessing.synchronize.Barrier | None) -> None:
+    torch.set_num_threads(threads)
+    WORKER.update(train=train, test=test, args=args, barrier=barrier)
+
+
+def open_workers(args: argparse.Namespace, train: ImageClassificationData,
+                 test: ImageClassificationData) -> Executor:
+    """``args.workers`` processes that train victims, each with an equal share of this process's threads."""
+    if args.workers == 1:
+        start_worker(torch.get_num_threads(), train, test, args, None)
+        return InlineExecutor()
+    # Spawned, not forked: forking a process whose OpenMP threads have already run can deadlock.
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // args.workers)
+    return ProcessPoolExecutor(args.workers, mp_context=context, initializer=start_worker,
+                               initargs=(threads, train, test, args, context.Barrier(args.workers)))
+
+
+def train_cell(cell: Cell, setting: Setting, protected_path: Path | None) -> dict:
+    """``run_cell`` in a worker: the protected training set comes from the cache file (None: clean data)."""
+    train = WORKER["train"]
+    protected = None if protected_path is None else PerturbationCache.read(protected_path, train.images)[0]
+    args = WORKER["args"]
+    return run_cell(cell, setting, protected, train, WORKER["test"], args, progress=args.workers == 1)
+
+
+def measure_in_worker(name: str, small_input_stem: bool | None, bf16: bool) -> float:
+    return measure_images_per_second(name, small_input_stem, WORKER["train"], WORKER["args"].batch_size, bf16,
+                                     barrier=WORKER["barrier"])
+
+
+class Throughput:
+    """Training images per second of timm models on this machine, each (name, stem, bf16) measured once: in
+    this process, as protected sets are made, or in all the victim workers at once (their sum)."""
+
+    def __init__(self, data: ImageClassificationData, batch_size: int, workers: Executor | None = None,
+                 count: int = 1) -> None:
+        self.data, self.batch_size, self.workers, self.count = data, batch_size, workers, count
+        self.measured: dict[tuple[str, bool | None, bool, int], float] = {}
 
     def __call__(self, name: str, small_input_stem: bool | None, bf16: bool = False) -> float:
-        key = (name, small_input_stem, bf16)
+        key = (name, small_input_stem, bf16, 1)
         if key not in self.measured:
             self.measured[key] = measure_images_per_second(name, small_input_stem, self.data, self.batch_size,
                                                            bf16)
+        return self.measured[key]
+
+    def victims(self, name: str, small_input_stem: bool | None, bf16: bool = False) -> float:
+        if self.workers is None or self.count == 1:
+            return self(name, small_input_stem, bf16)
+        key = (name, small_input_stem, bf16, self.count)
+        if key not in self.measured:
+            # One measurement per worker, all timed together: a worker waits at the barrier until the others
+            # arrive, so no worker can take two of them.
+            futures = [self.workers.submit(measure_in_worker, name, small_input_stem, bf16)
+                       for _ in range(self.count)]
+            self.measured[key] = sum(future.result() for future in futures)
         return self.measured[key]
 
 
 def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generate: dict[str, Method],
                      n_train: int, n_test: int, epochs: dict[str, int],
                      images_per_second: Callable[[str, bool | None, bool], float],
-                     bf16_victims: Collection[str] = ()) -> dict[str, float]:
-    """Time of a plan from training throughputs (images/s of a timm name with a stem and a bf16 choice).
+                     bf16_victims: Collection[str] = (),
+                     victim_images_per_second: Callable[[str, bool | None, bool], float] | None = None,
+                     ) -> dict[str, float]:
+    """Time of a plan from training throughputs (images/s of a timm name with a stem and a bf16 choice; for
+    victims, of all the workers together when they differ).
 
     A victim epoch trains on every training image (times the setting's cost) and tests on every test image,
     which costs about a third as much. Making a protected set costs its method's surrogate work; methods
@@ -348,8 +424,9 @@ def estimate_seconds(cells: list[Cell], settings: dict[str, Setting], to_generat
         setting = settings[cell.defense]
         return 1 - setting.protected_fraction if cell.method == "clean" and setting.protects_part else 1
 
+    victim_images_per_second = victim_images_per_second or images_per_second
     victims = sum(epochs[cell.victim] * (n_train * train_share(cell) * settings[cell.defense].cost + n_test / 3)
-                  / images_per_second(cell.victim, None, cell.victim in bf16_victims) for cell in cells)
+                  / victim_images_per_second(cell.victim, None, cell.victim in bf16_victims) for cell in cells)
     works = [work for method in to_generate.values() if (work := method.work(n_train))]
     generation = sum(work.passes / images_per_second(work.model, work.small_input_stem, False) for work in works)
     return {"victims_seconds": victims, "generation_seconds": generation,
@@ -374,8 +451,11 @@ class PerturbationCache:
 
     def load(self, label: str, method: Method, clean: torch.Tensor) -> tuple[torch.Tensor, dict] | None:
         path = self.path(label, method)
-        if not path.exists():
-            return None
+        return self.read(path, clean) if path.exists() else None
+
+    @staticmethod
+    def read(path: Path, clean: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The protected training set stored at ``path`` for the ``clean`` images, and its info."""
         with np.load(path) as stored:
             noise = torch.from_numpy(stored["noise"])
             info = json.loads(str(stored["info"]))
@@ -477,14 +557,14 @@ def training_set(setting: Setting, clean: torch.Tensor, protected: torch.Tensor 
 
 
 def run_cell(cell: Cell, setting: Setting, protected: torch.Tensor | None, train: ImageClassificationData,
-             test: ImageClassificationData, args: argparse.Namespace) -> dict:
+             test: ImageClassificationData, args: argparse.Namespace, progress: bool = True) -> dict:
     """Trains and tests one victim; ``protected`` is the method's training set, None for clean data."""
     images, labels = training_set(setting, train.images, protected, train.labels, args.seed)
     test_images = setting.data_transform(test.images) if setting.on_test_images else test.images
     catcher = ModelCatcher(setting.batch_transform)
     result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
                           test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
-                          args.learning_rate, args.seed, batch_transform=catcher,
+                          args.learning_rate, args.seed, progress=progress, batch_transform=catcher,
                           bf16=cell.victim in args.bf16_victims)
     probabilities = predict(catcher.model, test_images)
     test_labels = test.labels.numpy()
@@ -603,6 +683,9 @@ def format_markdown(report: dict) -> str:
                        for victim, count in report["epochs"].items())
     victims_train = (f"Victims train from scratch with crop + flip, epochs: {epochs}; accuracy "
                      "is on clean test images, final (best epoch)")
+    if report.get("workers", 1) > 1:
+        victims_train += (f"; {report['workers']} victims train at once, each in its own process with an equal "
+                          "share of the threads")
     lines = [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",
              f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
              f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
@@ -716,8 +799,9 @@ def print_plan(args: argparse.Namespace, cells: list[Cell], variants: dict[str, 
                throughput: Throughput) -> None:
     per_victim = ", ".join(f"{victim}: {sum(cell.victim == victim for cell in cells)} of "
                            f"{args.victim_epochs[victim]} epochs" for victim in args.victims)
-    measured = ", ".join(f"{name}{'' if stem is None else ' (strided)'}{' bf16' if bf16 else ''} {value:.0f}"
-                         for (name, stem, bf16), value in throughput.measured.items())
+    measured = ", ".join(f"{name}{'' if stem is None else ' (strided)'}{' bf16' if bf16 else ''}"
+                         f"{f' in {count} workers' if count > 1 else ''} {value:.0f}"
+                         for (name, stem, bf16, count), value in throughput.measured.items())
     print(f"Plan: {len(cells)} victims on {n_train} images ({per_victim}); "
           f"{len(to_generate)} of {len(variants)} protected sets to make, the others cached or clean.\n"
           f"Estimated time: {estimate['total_seconds'] / 60:.0f} min (victims "
@@ -744,13 +828,24 @@ def main(argv: list[str] | None = None) -> dict:
     cache = PerturbationCache(args.cache_dir, train)
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
-    throughput = Throughput(train, args.batch_size)
-    estimate = estimate_seconds(cells, settings, to_generate, len(train.labels), len(test.labels),
-                                args.victim_epochs, throughput, args.bf16_victims)
-    print_plan(args, cells, variants, to_generate, len(train.labels), estimate, throughput)
-    if args.estimate_only:
-        return {"estimate": estimate, "cells": [asdict(cell) for cell in cells]}
+    workers = open_workers(args, train, test)
+    with workers:
+        throughput = Throughput(train, args.batch_size, workers, args.workers)
+        estimate = estimate_seconds(cells, settings, to_generate, len(train.labels), len(test.labels),
+                                    args.victim_epochs, throughput, args.bf16_victims, throughput.victims)
+        print_plan(args, cells, variants, to_generate, len(train.labels), estimate, throughput)
+        if args.estimate_only:
+            return {"estimate": estimate, "cells": [asdict(cell) for cell in cells]}
+        return run_plan(args, started, cells, settings, variants, to_generate, cache, train, test, estimate,
+                        workers)
 
+
+def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settings: dict[str, Setting],
+             variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
+             train: ImageClassificationData, test: ImageClassificationData, estimate: dict[str, float],
+             workers: Executor) -> dict:
+    """Makes (or reads) every protected set, then trains the victims ``args.workers`` at a time; writes the
+    report after each victim, then the tables and figures."""
     test_labels = test.labels.numpy()
     report = {"protocol": args.protocol, "dataset": args.dataset_name, "train_rows": args.train_rows,
               "test_rows": args.test_rows, "n_train": len(train.labels), "n_test": len(test.labels),
@@ -758,7 +853,8 @@ def main(argv: list[str] | None = None) -> dict:
               "majority_rate": float(np.bincount(test_labels).max() / len(test_labels)),
               "epsilon": args.epsilon / 255, "epsilon_levels": round(args.epsilon),
               "epochs": args.victim_epochs, "bf16_victims": args.bf16_victims,
-              "victims": args.victims, "hardware": hardware_summary(), "versions": package_versions(),
+              "victims": args.victims, "workers": args.workers, "hardware": hardware_summary(),
+              "versions": package_versions(),
               "command": args.command, "clean_floor": args.clean_floor, "estimate": estimate,
               "surrogate": args.surrogate,
               "cached": [label for label, method in variants.items()
@@ -771,26 +867,44 @@ def main(argv: list[str] | None = None) -> dict:
     def out_of_time() -> bool:
         return args.time_limit_minutes is not None and time.perf_counter() - started > 60 * args.time_limit_minutes
 
+    # The protected sets first, one at a time with every thread; workers read them from the cache.
+    protected_paths: dict[str, Path | None] = {}
     for label, method in variants.items():
-        protected = None
         if out_of_time():
-            report["skipped"] += [asdict(cell) for cell in cells if cell.variant == label]
             continue
+        protected_paths[label] = None
         if not isinstance(method, Clean):
             protected, info = protect_training_set(label, method, train, new, cache)
             report["quality"][label] = info["quality"]
             report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
             samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
-        for cell in (cell for cell in cells if cell.variant == label):
-            if out_of_time():
+            protected_paths[label] = cache.path(label, method)
+
+    waiting = list(enumerate(cells))
+    running: dict[Future, tuple[int, Cell]] = {}
+    finished: dict[int, dict] = {}
+    bar = tqdm(total=len(cells), desc=f"victims, {args.workers} at a time", unit="victim",
+               disable=args.workers == 1)
+    while waiting or running:
+        while waiting and len(running) < args.workers:
+            index, cell = waiting.pop(0)
+            if cell.variant not in protected_paths or out_of_time():
                 report["skipped"].append(asdict(cell))
+                bar.update()
                 continue
-            run = run_cell(cell, settings[cell.defense], protected, train, test, args)
-            report["runs"].append(run)
-            print(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "
-                  f"(best {run['best_test_acc']:6.1%}) train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s",
-                  flush=True)
+            future = workers.submit(train_cell, cell, settings[cell.defense], protected_paths[cell.variant])
+            running[future] = index, cell
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            index, cell = running.pop(future)
+            run = finished[index] = future.result()
+            bar.update()
+            tqdm.write(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "
+                       f"(best {run['best_test_acc']:6.1%}) train {run['train_acc']:6.1%}  "
+                       f"{run['seconds']:5.0f}s")
+            report["runs"] = [finished[index] for index in sorted(finished)]  # in the plan's order
             results_json.write_text(json.dumps(report, indent=2))  # after every run: partial results survive
+    bar.close()
 
     report["seconds"] = time.perf_counter() - started
     report["sanity"] = [{"name": name, "passed": passed, "detail": detail}
