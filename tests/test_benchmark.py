@@ -4,6 +4,7 @@ sanity logic and the time estimate. No ../shared, no network; one epoch and tiny
 import json
 import sys
 import time
+from concurrent.futures import Executor, Future
 from functools import partial
 from pathlib import Path
 
@@ -202,11 +203,11 @@ def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatc
                                       "--methods", "clean", "random", "--defenses", "none", "grayscale",
                                       "--defense_methods", "clean", "--time_limit_minutes", "30"))
     assert [(run["method"], run["defense"]) for run in report["runs"]] == [("clean", "none")]
-    assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("random", "none"),
-                                                                                ("clean", "grayscale")]
+    assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("clean", "grayscale"),
+                                                                                ("random", "none")]
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert ("**Not run** (over `--time_limit_minutes`): random on test_resnet (none), clean on test_resnet "
-            "(grayscale).") in markdown
+    assert ("**Not run** (over `--time_limit_minutes`): clean on test_resnet (grayscale), random on test_resnet "
+            "(none).") in markdown
 
 
 def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):
@@ -222,6 +223,46 @@ def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):
     assert (inline["workers"], pooled["workers"]) == (1, 2)
     assert pooled["estimate"]["victims_seconds"] > 0
     assert "2 victims train at once" in (tmp_path / "pooled" / "results.md").read_text()
+
+
+def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path, monkeypatch):
+    """Victims run while cheap sets are made, but not while a set that trains a surrogate is made (it needs every
+    thread). Two workers, simulated in this process: a victim stays running until ``wait`` finishes it."""
+    pending, made = [], []
+
+    class DeferredExecutor(Executor):
+        def submit(self, fn, /, *args, **kwargs):
+            future = Future()
+            if fn is benchmark.train_cell:
+                pending.append((future, partial(fn, *args, **kwargs)))
+            else:
+                future.set_result(fn(*args, **kwargs))
+            return future
+
+    def finish_oldest(futures, return_when):
+        future, call = pending.pop(0)
+        future.set_result(call())
+        return {future}, set()
+
+    def open_workers(args, train, test):
+        benchmark.start_worker(torch.get_num_threads(), train, test, args, None)
+        return DeferredExecutor()
+
+    real_protect = benchmark.protect_training_set
+
+    def protect(label, *args):
+        made.append((label, len(pending)))
+        return real_protect(label, *args)
+
+    monkeypatch.setattr(benchmark, "open_workers", open_workers)
+    monkeypatch.setattr(benchmark, "wait", finish_oldest)
+    monkeypatch.setattr(benchmark, "protect_training_set", protect)
+    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+                                      "--methods", "clean", "random", "em", "--defenses", "none", "grayscale",
+                                      "--defense_methods", "clean", "--workers", "2"))
+    assert made == [("random", 1), ("em", 0)]  # random beside a running victim; em alone
+    assert [(run["method"], run["defense"]) for run in report["runs"]] == [
+        ("clean", "none"), ("random", "none"), ("em", "none"), ("clean", "grayscale")]
 
 
 def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):

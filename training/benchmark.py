@@ -851,8 +851,8 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
              variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
              train: ImageClassificationData, test: ImageClassificationData, estimate: dict[str, float],
              workers: Executor) -> dict:
-    """Makes (or reads) every protected set, then trains the victims ``args.workers`` at a time; writes the
-    report after each victim, then the tables and figures."""
+    """Makes (or reads) each protected set and trains its victims, ``args.workers`` at a time; writes the report
+    after each victim, then the tables and figures."""
     test_labels = test.labels.numpy()
     report = {"protocol": args.protocol, "dataset": args.dataset_name, "train_rows": args.train_rows,
               "test_rows": args.test_rows, "n_train": len(train.labels), "n_test": len(test.labels),
@@ -874,32 +874,35 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
     def out_of_time() -> bool:
         return args.time_limit_minutes is not None and time.perf_counter() - started > 60 * args.time_limit_minutes
 
-    # The protected sets first, one at a time with every thread; workers read them from the cache.
+    # Each protected set is made just before its victims, so a time limit still leaves the cheap methods' victims
+    # trained. Sets that need surrogate training wait until no victim is running: they use every thread.
+    labels = list(variants)
+    waiting = sorted(enumerate(cells), key=lambda item: labels.index(item[1].variant))
     protected_paths: dict[str, Path | None] = {}
-    for label, method in variants.items():
-        if out_of_time():
-            continue
-        protected_paths[label] = None
-        if not isinstance(method, Clean):
-            protected, info = protect_training_set(label, method, train, new, cache)
-            report["quality"][label] = info["quality"]
-            report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
-            samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
-            protected_paths[label] = cache.path(label, method)
-
-    waiting = list(enumerate(cells))
     running: dict[Future, tuple[int, Cell]] = {}
     finished: dict[int, dict] = {}
     bar = tqdm(total=len(cells), desc=f"victims, {args.workers} at a time", unit="victim",
                disable=args.workers == 1)
     while waiting or running:
         while waiting and len(running) < args.workers:
-            index, cell = waiting.pop(0)
-            if cell.variant not in protected_paths or out_of_time():
-                report["skipped"].append(asdict(cell))
+            index, cell = waiting[0]
+            label, method = cell.variant, variants[cell.variant]
+            if out_of_time():
+                report["skipped"].append(asdict(waiting.pop(0)[1]))
                 bar.update()
                 continue
-            future = workers.submit(train_cell, cell, settings[cell.defense], protected_paths[cell.variant])
+            if label not in protected_paths:
+                if running and label in to_generate and method.work(len(train.labels)) is not None:
+                    break
+                protected_paths[label] = None
+                if not isinstance(method, Clean):
+                    protected, info = protect_training_set(label, method, train, new, cache)
+                    report["quality"][label] = info["quality"]
+                    report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
+                    samples[label] = protected[:SAMPLES].clone()  # not a view, so the whole set can be freed
+                    protected_paths[label] = cache.path(label, method)
+            waiting.pop(0)
+            future = workers.submit(train_cell, cell, settings[cell.defense], protected_paths[label])
             running[future] = index, cell
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
