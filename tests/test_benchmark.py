@@ -225,9 +225,12 @@ def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):
     assert "2 victims train at once" in (tmp_path / "pooled" / "results.md").read_text()
 
 
-def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path, monkeypatch):
-    """Victims run while cheap sets are made, but not while a set that trains a surrogate is made (it needs every
-    thread). Two workers, simulated in this process: a victim stays running until ``wait`` finishes it."""
+@pytest.mark.parametrize("time_limit, expected", [(None, [("random", 0), ("em", 0)]),
+                                                  ("600", [("random", 1), ("em", 0)])])
+def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path, monkeypatch, time_limit, expected):
+    """Without a time limit every set is made before any victim. With one, each set just before its victims:
+    cheap sets beside running victims, a set that trains a surrogate alone (it needs every thread). Two workers,
+    simulated in this process: a victim stays running until ``wait`` finishes it."""
     pending, made = [], []
 
     class DeferredExecutor(Executor):
@@ -259,8 +262,9 @@ def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path,
     monkeypatch.setattr(benchmark, "protect_training_set", protect)
     report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
                                       "--methods", "clean", "random", "em", "--defenses", "none", "grayscale",
-                                      "--defense_methods", "clean", "--workers", "2"))
-    assert made == [("random", 1), ("em", 0)]  # random beside a running victim; em alone
+                                      "--defense_methods", "clean", "--workers", "2",
+                                      *(["--time_limit_minutes", time_limit] if time_limit else [])))
+    assert made == expected
     assert [(run["method"], run["defense"]) for run in report["runs"]] == [
         ("clean", "none"), ("random", "none"), ("em", "none"), ("clean", "grayscale")]
 

@@ -874,11 +874,27 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
     def out_of_time() -> bool:
         return args.time_limit_minutes is not None and time.perf_counter() - started > 60 * args.time_limit_minutes
 
-    # Each protected set is made just before its victims, so a time limit still leaves the cheap methods' victims
-    # trained. Sets that need surrogate training wait until no victim is running: they use every thread.
-    labels = list(variants)
-    waiting = sorted(enumerate(cells), key=lambda item: labels.index(item[1].variant))
+    def make(label: str) -> None:
+        method = variants[label]
+        protected_paths[label] = None
+        if not isinstance(method, Clean):
+            protected, info = protect_training_set(label, method, train, new, cache)
+            report["quality"][label] = info["quality"]
+            report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
+            samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
+            protected_paths[label] = cache.path(label, method)
+
+    # Without a time limit every protected set is made first, so that no victim waits while a surrogate trains.
+    # With one, each set is made just before its victims, so a cut run still has the cheap methods' victims;
+    # a set that trains a surrogate then waits until no victim is running, since it needs every thread.
     protected_paths: dict[str, Path | None] = {}
+    labels = list(variants)
+    waiting = list(enumerate(cells))
+    if args.time_limit_minutes is None:
+        for label in labels:
+            make(label)
+    else:
+        waiting.sort(key=lambda item: labels.index(item[1].variant))
     running: dict[Future, tuple[int, Cell]] = {}
     finished: dict[int, dict] = {}
     bar = tqdm(total=len(cells), desc=f"victims, {args.workers} at a time", unit="victim",
@@ -886,21 +902,15 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
     while waiting or running:
         while waiting and len(running) < args.workers:
             index, cell = waiting[0]
-            label, method = cell.variant, variants[cell.variant]
+            label = cell.variant
             if out_of_time():
                 report["skipped"].append(asdict(waiting.pop(0)[1]))
                 bar.update()
                 continue
             if label not in protected_paths:
-                if running and label in to_generate and method.work(len(train.labels)) is not None:
+                if running and label in to_generate and variants[label].work(len(train.labels)) is not None:
                     break
-                protected_paths[label] = None
-                if not isinstance(method, Clean):
-                    protected, info = protect_training_set(label, method, train, new, cache)
-                    report["quality"][label] = info["quality"]
-                    report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
-                    samples[label] = protected[:SAMPLES].clone()  # not a view, so the whole set can be freed
-                    protected_paths[label] = cache.path(label, method)
+                make(label)
             waiting.pop(0)
             future = workers.submit(train_cell, cell, settings[cell.defense], protected_paths[label])
             running[future] = index, cell
