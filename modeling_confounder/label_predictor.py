@@ -46,12 +46,15 @@ class LabelPredictor(nn.Module):
         return self.classifier(features)
 
     def folded_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``self.features`` in eval mode, with each batch norm's affine map folded into its convolution."""
-        convs = [layer for layer in self.features if isinstance(layer, nn.Conv2d)]
-        norms = [layer for layer in self.features if isinstance(layer, nn.BatchNorm2d)]
-        for conv, norm in zip(convs, norms):
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            weight = conv.weight * scale[:, None, None, None]
-            bias = norm.bias - norm.running_mean * scale
-            features = F.relu(F.conv2d(features, weight, bias, conv.stride, conv.padding), inplace=True)
-        return features.mean((2, 3))
+        """``self.features`` in eval mode, with each batch norm's affine map folded into the convolution before it."""
+        layers = iter(self.features)
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                norm = next(layers)
+                scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+                bias = norm.bias - norm.running_mean * scale
+                features = F.conv2d(features, layer.weight * scale[:, None, None, None], bias, layer.stride,
+                                    layer.padding)
+            else:
+                features = layer(features)
+        return features

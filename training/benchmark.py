@@ -402,7 +402,7 @@ class Throughput:
         return self.measured[key]
 
     def victims(self, name: str, small_input_stem: bool | None, bf16: bool = False) -> float:
-        if self.workers is None or self.count == 1:
+        if self.count == 1:
             return self(name, small_input_stem, bf16)
         key = (name, small_input_stem, bf16, self.count)
         if key not in self.measured:
@@ -874,6 +874,8 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
     def out_of_time() -> bool:
         return args.time_limit_minutes is not None and time.perf_counter() - started > 60 * args.time_limit_minutes
 
+    protected_paths: dict[str, Path | None] = {}  # the cache file of each set made so far (None: clean data)
+
     def make(label: str) -> None:
         method = variants[label]
         protected_paths[label] = None
@@ -887,7 +889,6 @@ def run_plan(args: argparse.Namespace, started: float, cells: list[Cell], settin
     # Without a time limit every protected set is made first, so that no victim waits while a surrogate trains.
     # With one, each set is made just before its victims, so a cut run still has the cheap methods' victims;
     # a set that trains a surrogate then waits until no victim is running, since it needs every thread.
-    protected_paths: dict[str, Path | None] = {}
     labels = list(variants)
     waiting = list(enumerate(cells))
     if args.time_limit_minutes is None:
