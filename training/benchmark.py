@@ -118,11 +118,11 @@ DEFENSES = tuple(training_settings(num_classes=2))
 # quick: within an hour on 2 CPU cores, every setting on the first victim but adversarial training (which the
 # issue leaves to the full protocol when it does not fit: it costs four victims). The first victim is
 # test_byobnet: at 12 epochs it learns clean data to 59 % (56.6 % at 10, 61.2 % at 15), and its ConfounderGAN
-# results track test_resnet's (results/eval_*.json); test_resnet, the victim of earlier reports, costs three
-# times as much per epoch, and every setting on it takes over 80 minutes. MobileNetV3 needs 20 epochs to learn
-# (58.8 %; 10 epochs left it at 45 %) and is the victim where ConfounderGAN is weakest, so it stays second.
-# Victims train in two 1-thread processes (--workers), 1.3x (MobileNetV3) to 1.4x (test_byobnet) the throughput
-# of one 2-thread process; test_byobnet trains under bfloat16 autocast (AVX512-BF16), MobileNetV3 does not,
+# results track test_resnet's (results/eval_*.json); with test_resnet, the victim of earlier reports, first, this
+# plan is estimated at 66 minutes of victims alone (results/experiments/README.md). MobileNetV3 needs 20 epochs
+# to learn (58.8 %; 10 epochs left it at 45 %) and is the victim where ConfounderGAN is weakest, so it stays
+# second. Victims train in two 1-thread processes (--workers): 1.6-2.0x the training throughput of one 2-thread
+# process for these two; test_byobnet trains under bfloat16 autocast (AVX512-BF16), MobileNetV3 does not,
 # since autocast slows its depthwise convolutions. Every other method, setting and victim runs with
 # --methods / --defenses / --defense_methods / --victims, and `--estimate_only` prints the time of any plan from
 # throughputs measured on the spot before anything runs.
