@@ -1,0 +1,42 @@
+"""The shipped weights protect a fixed input into exactly the recorded bytes.
+
+Digests recorded with the weights in ``modeling_confounder/default_model`` (the CIFAR-10 generator with its
+120-epoch label predictor). A refactor must keep them; new default weights must record new ones, and say so in
+the commit.
+"""
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+
+EXPECTED = {
+    "labelled": "bdd57f36f7d346f6036491b653a55f323beb7ca720c55bdd09554b7d2deccd24",
+    "label_free": "31986eb2938e04ae575c3097f06822acc225f1f39c9e43617843519f403e17fb",
+    "tiled": "b6dfaea96a226961e0423469f7296cbe8f1aa182cd818a6321d23fa018d00e6b",
+    "gray": "91f0f81b779e84b9731f95fb565e674551f974f35986025ce80ac73669933983",
+}
+
+
+@pytest.fixture(scope="module")
+def outputs() -> dict[str, np.ndarray]:
+    generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
+    rng = np.random.default_rng(2212)
+    small = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    large = rng.integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
+    gray = Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8), "L")
+    return {
+        "labelled": generator.protect(small, labels=[0, 1, 2, 3, 4, 9]),
+        "label_free": generator.protect(small),
+        "tiled": generator.protect(large, labels=3, tile_size=64),
+        "gray": np.asarray(generator.protect(gray, labels=5)),
+    }
+
+
+@pytest.mark.parametrize("case", EXPECTED)
+def test_shipped_weights_give_the_recorded_bytes(outputs: dict[str, np.ndarray], case: str) -> None:
+    digest = hashlib.sha256(np.ascontiguousarray(outputs[case]).tobytes()).hexdigest()
+    assert digest == EXPECTED[case]
