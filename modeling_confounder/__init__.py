@@ -1,19 +1,55 @@
 """ConfounderGAN: imperceptible per-image noise that makes images unlearnable for classifiers.
 
-Tian et al., "ConfounderGAN: Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022.
+Tian et al., "ConfounderGAN: Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022 (arXiv 2212.01767).
 
-    from modeling_confounder import ConfounderGenerator, DEFAULT_MODEL
+    from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, protect
     generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
-    protected = generator.protect(images)
+    protected = protect(generator, images)  # a uint8 NHWC array, a PIL image or a list of PIL images
+
+🤗 Datasets support lives in ``modeling_confounder.hub_datasets`` (install the ``datasets`` extra).
 """
 
 from pathlib import Path
 
 from .discriminator import ConfounderDiscriminator
 from .generator import ConfounderGenerator
+from .image_files import (
+    DEFAULT_MAX_PIXELS,
+    LOSSY_FORMATS,
+    OUTPUT_FORMATS,
+    ImageJob,
+    SourceImage,
+    UnreadableImage,
+    find_images,
+    read_image,
+    remove_stale_temporary_files,
+    save_image,
+)
+from .images import array_to_pil, pil_to_array
+from .pipeline import default_device, protect
+from .quality import image_quality
 
 DEFAULT_MODEL = str(Path(__file__).parent / "default_model")
 """The generator weights shipped inside the package (a local folder: no network needed)."""
 
-__all__ = ["DEFAULT_MODEL", "ConfounderDiscriminator", "ConfounderGenerator"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MODEL",
+    "LOSSY_FORMATS",
+    "OUTPUT_FORMATS",
+    "ConfounderDiscriminator",
+    "ConfounderGenerator",
+    "ImageJob",
+    "SourceImage",
+    "UnreadableImage",
+    "array_to_pil",
+    "default_device",
+    "find_images",
+    "image_quality",
+    "pil_to_array",
+    "protect",
+    "read_image",
+    "remove_stale_temporary_files",
+    "save_image",
+]
 __version__ = "0.1.0"

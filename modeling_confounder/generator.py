@@ -11,19 +11,18 @@ Why diffusers' ``ModelMixin`` + ``ConfigMixin``: the config *is* the ``__init__`
 ``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` work for local folders and Hub ids alike, without the
 tokenizer and processor machinery that ``transformers.PreTrainedModel`` brings along.
 
-Architecture (lean on purpose: protection is the product's hot path, see ``training/benchmark_speed.py``):
+Architecture (lean on purpose: protection is the product's hot path, measured by ``python -m training.speed``):
 a stride-2 stem halves the resolution, a few residual blocks run at half resolution with a label embedding added
 to their features, and a pixel-shuffle head returns to full resolution (or, with ``upsampling="bilinear"``, a
 half-resolution noise map is interpolated up: smoother noise whose pattern does not depend on the pixel phase that a
-victim's random crop and strided layers see). Everything is convolutional and there is no
-normalisation layer, so any height and width works and large photos can be processed in overlapping tiles with
+victim's random crop and strided layers see). Everything is convolutional and there is no normalisation layer, so
+any height and width works and ``modeling_confounder.pipeline`` can process large photos in overlapping tiles with
 exactly the output of a single pass. Unlabeled images get the "no label" code, or, when the generator has a
 ``LabelPredictor``, the code of the class it guesses from a thumbnail of the whole image.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -33,9 +32,16 @@ from torch import nn
 
 from .hub import HubModel
 from .label_predictor import LabelPredictor
-from .protect import ImageInput, protect_images
 
 UPSAMPLING = ("pixel_shuffle", "bilinear")
+
+
+def check_epsilon(epsilon: float) -> float:
+    """``epsilon`` when it is a valid L∞ bound in [0, 1] image units; raises ``ValueError`` otherwise."""
+    if not 0 < epsilon <= 1:
+        raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}; "
+                         "divide pixel values by 255")
+    return epsilon
 
 
 class ResidualBlock(nn.Module):
@@ -80,8 +86,7 @@ class ConfounderGenerator(HubModel):
         upsampling: str = "pixel_shuffle",
     ) -> None:
         super().__init__()
-        if not 0 < epsilon <= 1:
-            raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}")
+        check_epsilon(epsilon)
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
         self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
@@ -152,60 +157,3 @@ class ConfounderGenerator(HubModel):
         features = self.blocks(features)
         noise = self.upsample(self.head(F.relu(features)))[..., :height, :width]
         return epsilon * torch.tanh(noise)
-
-    def protect(
-        self,
-        images: ImageInput,
-        labels: int | Sequence[int] | None = None,
-        epsilon: float | None = None,
-        batch_size: int = 256,
-        tile_size: int = 1024,
-        device: str | torch.device | None = None,
-        progress: bool = False,
-    ) -> ImageInput:
-        """Protects images: returns ``images + δ`` rounded to uint8, of the same kind, size and mode.
-
-        Args:
-            images: a uint8 NHWC ndarray (C in 1, 3, 4), a PIL image, or a list of PIL images.
-            labels: one label per image (-1 for unknown), one label for all of them (an owner code), or None
-                (label-free).
-            epsilon: L∞ bound in [0, 1] units; defaults to the generator's ε. The noise is rescaled, never clipped
-                harder than this bound.
-            batch_size: images per forward pass (same-size images are batched together).
-            tile_size: images larger than ``tile_size``² pixels are processed in overlapping tiles, which gives
-                the same result with bounded memory.
-            device: where to run; by default CUDA when available, else the model's device.
-            progress: show a tqdm progress bar.
-        """
-        if epsilon is not None and not 0 < epsilon <= 1:
-            raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}; "
-                             "divide pixel values by 255")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else self.device
-        self.to(device).eval()
-        return protect_images(self, images, labels=labels, epsilon=epsilon, batch_size=batch_size,
-                              tile_size=tile_size, progress=progress)
-
-    def noise_in_tiles(
-        self,
-        images: torch.Tensor,
-        codes: torch.Tensor,
-        epsilon: float | None,
-        tile_size: int,
-    ) -> torch.Tensor:
-        """``self.noise(images, codes, epsilon)`` computed tile by tile, for photos too large for one pass."""
-        height, width = images.shape[-2:]
-        if height * width <= tile_size * tile_size:
-            return self.noise(images, codes, epsilon)
-        # Tiles start on even pixels so the stride-2 stem sees the same grid as a single pass would.
-        halo = 2 * math.ceil(self.receptive_radius / 2)
-        step = max(2, tile_size - 2 * halo) // 2 * 2
-        noise = torch.empty_like(images)
-        for top in range(0, height, step):
-            for left in range(0, width, step):
-                y0, x0 = max(0, top - halo), max(0, left - halo)
-                y1, x1 = min(height, top + step + halo), min(width, left + step + halo)
-                tile_noise = self.noise(images[..., y0:y1, x0:x1], codes, epsilon)
-                noise[..., top:top + step, left:left + step] = tile_noise[
-                    ..., top - y0:top - y0 + step, left - x0:left - x0 + step]
-        return noise

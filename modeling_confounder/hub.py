@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from diffusers.configuration_utils import ConfigMixin
@@ -45,7 +45,8 @@ def describe_mismatch(missing: Sequence[str], unexpected: Sequence[str], wrong_s
 
 class HubModel(ModelMixin, ConfigMixin):
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        **kwargs: Any) -> Self | tuple[Self, dict[str, Any]]:
         """Loads from a local folder written by ``save_pretrained`` or a Hub id; raises ``OSError`` saying what is
         wrong when the folder does not hold a ``config.json`` and matching safetensors weights."""
         if kwargs.get("use_safetensors") is False:

@@ -8,9 +8,8 @@ A victim's clean test accuracy under label-free protection is bounded by how oft
 
 Tensor conventions: images are NCHW float in [0, 1]; the output is (N, num_classes) logits.
 
-In eval mode each batch norm is folded into the convolution before it (the same arithmetic, done once on the
-weights instead of on every activation): on 2 CPU cores that makes the predictor 1.6x faster, and it was 40 % of the
-time ``protect`` takes for CIFAR-size images.
+In eval mode each batch norm is folded into the convolution before it: the same arithmetic, done once on the
+weights instead of on every activation, which makes the predictor faster on CPUs.
 """
 
 from __future__ import annotations

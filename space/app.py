@@ -9,7 +9,8 @@ the Gradio glue; the image processing lives in ``protect_handler.py``.
     python space/app.py --model robust=org/robust-generator   # offer one more generator
     CONFOUNDER_MODEL=robust=org/robust-generator python space/app.py
 
-The page is served at http://127.0.0.1:7860; ``/protect`` is the API endpoint for ``gradio_client``.
+``python -m space.app`` runs the same from the repository root. The page is served at http://127.0.0.1:7860;
+``/protect`` is the API endpoint for ``gradio_client``.
 """
 
 from __future__ import annotations
@@ -19,23 +20,23 @@ import html
 import math
 import os
 import re
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 # Set before Gradio is imported: no usage analytics or version checks leave the machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
+
+from modeling_confounder import ConfounderGenerator
+
+if __package__:  # imported as space.app (python -m space.app, the tests)
+    from . import protect_handler as handler
+else:  # run as a script (python space/app.py, and on a Space): its folder is on sys.path
+    import protect_handler as handler
 
 HERE = Path(__file__).resolve().parent
-# `python space/app.py` puts space/ on sys.path; importing this file from elsewhere (tests) needs it too.
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import protect_handler as handler  # noqa: E402
-
-from modeling_confounder import ConfounderGenerator  # noqa: E402
 
 # The Hub Space holds its own copy of examples/; a checkout of the repository has it next to space/.
 EXAMPLES_DIR = next((folder for folder in (HERE / "examples", HERE.parent / "examples") if folder.is_dir()), None)
@@ -66,7 +67,7 @@ INTRO = f"""
 Upload photos you are about to publish. Each gets a small noise of its own, at most ε levels out of 255 per pixel
 (ε = {handler.EPSILON_DEFAULT} is hard to see). A classifier trained from scratch on protected photos learns the
 noise instead of what they show, and does badly on real photos.
-Method: [ConfounderGAN](https://arxiv.org/abs/2205.14218) (Tian et al., NeurIPS 2022).
+Method: [ConfounderGAN](https://arxiv.org/abs/2212.01767) (Tian et al., NeurIPS 2022).
 """
 
 EXPLANATION = f"""
@@ -136,15 +137,17 @@ def report(result: handler.ProtectionResult) -> str:
     return "\n".join(lines)
 
 
-def build_demo(generators: dict[str, str]) -> gr.Blocks:
-    """The page, with its queue, for ``generators`` (display name -> folder or Hub id, see ``generator_sources``)."""
+def generator_for(generators: dict[str, str], name: str) -> ConfounderGenerator:
+    """The generator offered as ``name``; a ``gr.Error`` for the page when it cannot be loaded."""
+    # The dropdown only lets through names of `generators`; loading can still fail (a Hub id while offline).
+    try:
+        return handler.load_generator(generators[name])
+    except OSError as error:
+        raise gr.Error(f"The generator {name!r} could not be loaded: {error}") from None
 
-    def generator_for(name: str) -> ConfounderGenerator:
-        # The dropdown only lets through names of `generators`; loading can still fail (a Hub id while offline).
-        try:
-            return handler.load_generator(generators[name])
-        except OSError as error:
-            raise gr.Error(f"The generator {name!r} could not be loaded: {error}") from None
+
+def request_handlers(generators: dict[str, str]) -> tuple[Callable, Callable]:
+    """The functions behind the Protect and New code buttons; Protect's signature and docstring are the API's."""
 
     def protect(
         photos: list[str] | None,
@@ -168,7 +171,7 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
             The gallery (original, protected, amplified noise of each photo, with captions), the protected PNG
             files, a zip of them, a Markdown report, and the owner code used (in "one owner" mode).
         """
-        model = generator_for(generator)
+        model = generator_for(generators, generator)
         try:
             code = handler.resolve_owner_code(mode, owner_code, model)
             # One folder per request inside Gradio's cache: served without a copy and removed by delete_cache.
@@ -189,11 +192,44 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
                 report(result), owner_code if code is None else str(code))
 
     def new_code(generator: str) -> str:
-        return str(handler.new_owner_code(generator_for(generator)))
+        return str(handler.new_owner_code(generator_for(generators, generator)))
 
-    def show_owner_code(mode: str) -> dict:
-        return gr.update(visible=mode == handler.ONE_OWNER)
+    return protect, new_code
 
+
+def show_owner_code(mode: str) -> dict:
+    return gr.update(visible=mode == handler.ONE_OWNER)
+
+
+def input_column(generators: dict[str, str]) -> tuple:
+    """The left column: photos, examples, strength, generator, mode, owner code and the buttons."""
+    photos = gr.File(label=f"Photos (drag and drop, up to {handler.MAX_IMAGES})",
+                     file_count="multiple", file_types=["image"], elem_id="photos")
+    if EXAMPLES_DIR:
+        files = [str(EXAMPLES_DIR / name) for name in EXAMPLE_PHOTOS]
+        gr.Examples([[[file]] for file in files] + [[files]], inputs=[photos],
+                    example_labels=[Path(name).stem for name in EXAMPLE_PHOTOS] + ["all five"],
+                    label="Example photos (click to load)")
+    strength = gr.Slider(handler.EPSILON_MIN, handler.EPSILON_MAX, value=handler.EPSILON_DEFAULT,
+                         step=1, label="Strength ε (levels out of 255)",
+                         info="Larger is stronger and more visible; 8 is the paper's setting.")
+    generator = gr.Dropdown(list(generators), value="default", label="Generator")
+    mode = gr.Radio(MODE_CHOICES, value=handler.ONE_OWNER, label="Mode")
+    with gr.Row() as owner_row:
+        # A text field, not gr.Number: a browser sends an empty number as 0, and filling the field
+        # on page load would race with (and overwrite) a code the user is already typing.
+        owner_code = gr.Textbox(label="Owner code", value="", max_lines=1, scale=3, elem_id="owner-code",
+                                placeholder="empty: a new code is picked when you protect",
+                                info="Use the same code for all your photos, now and next time. "
+                                     "Leave it empty the first time and keep the code shown here.")
+        dice = gr.Button("New code", scale=1, size="md", elem_id="new-code")
+    button = gr.Button("Protect", variant="primary", elem_id="protect-button")
+    return photos, strength, generator, mode, owner_row, owner_code, dice, button
+
+
+def build_demo(generators: dict[str, str]) -> gr.Blocks:
+    """The page, with its queue, for ``generators`` (display name -> folder or Hub id, see ``generator_sources``)."""
+    protect, new_code = request_handlers(generators)
     with gr.Blocks(title="ConfounderGAN: protect your photos",
                    delete_cache=(CACHE_LIFETIME_S // 4, CACHE_LIFETIME_S)) as demo:
         gr.Markdown(INTRO)
@@ -201,27 +237,7 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
             gr.Markdown(EXPLANATION)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                photos = gr.File(label=f"Photos (drag and drop, up to {handler.MAX_IMAGES})",
-                                 file_count="multiple", file_types=["image"], elem_id="photos")
-                if EXAMPLES_DIR:
-                    files = [str(EXAMPLES_DIR / name) for name in EXAMPLE_PHOTOS]
-                    gr.Examples([[[file]] for file in files] + [[files]], inputs=[photos],
-                                example_labels=[Path(name).stem for name in EXAMPLE_PHOTOS] + ["all five"],
-                                label="Example photos (click to load)")
-                strength = gr.Slider(handler.EPSILON_MIN, handler.EPSILON_MAX, value=handler.EPSILON_DEFAULT,
-                                     step=1, label="Strength ε (levels out of 255)",
-                                     info="Larger is stronger and more visible; 8 is the paper's setting.")
-                generator = gr.Dropdown(list(generators), value="default", label="Generator")
-                mode = gr.Radio(MODE_CHOICES, value=handler.ONE_OWNER, label="Mode")
-                with gr.Row() as owner_row:
-                    # A text field, not gr.Number: a browser sends an empty number as 0, and filling the field
-                    # on page load would race with (and overwrite) a code the user is already typing.
-                    owner_code = gr.Textbox(label="Owner code", value="", max_lines=1, scale=3, elem_id="owner-code",
-                                            placeholder="empty: a new code is picked when you protect",
-                                            info="Use the same code for all your photos, now and next time. "
-                                                 "Leave it empty the first time and keep the code shown here.")
-                    dice = gr.Button("New code", scale=1, size="md", elem_id="new-code")
-                button = gr.Button("Protect", variant="primary", elem_id="protect-button")
+                photos, strength, generator, mode, owner_row, owner_code, dice, button = input_column(generators)
             with gr.Column(scale=3, min_width=320):
                 gallery = gr.Gallery(label="Original · protected · amplified noise", columns=3, format="png",
                                      object_fit="contain", height="auto", interactive=False,

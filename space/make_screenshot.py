@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import io
 import socket
-import sys
 from pathlib import Path
 
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+if __package__:  # python -m space.make_screenshot
+    from . import app
+else:  # python space/make_screenshot.py: its folder is on sys.path
+    import app
 
-import app  # noqa: E402
-import protect_handler as handler  # noqa: E402
-
-TARGET = HERE / "screenshot.png"
+TARGET = Path(__file__).resolve().parent / "screenshot.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -32,7 +30,7 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = app.build_demo(handler.generator_sources())
+    demo = app.build_demo(app.handler.generator_sources())
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **app.LAUNCH_OPTIONS)
     url = f"http://127.0.0.1:{port}/"

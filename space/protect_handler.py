@@ -31,11 +31,19 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage.metrics import mean_squared_error, structural_similarity
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
-from modeling_confounder.image_files import SourceImage, UnreadableImage, read_image, save_image
-from modeling_confounder.protect import array_to_pil, pil_to_array
+from modeling_confounder import (
+    DEFAULT_MODEL,
+    ConfounderGenerator,
+    SourceImage,
+    UnreadableImage,
+    array_to_pil,
+    image_quality,
+    pil_to_array,
+    protect,
+    read_image,
+    save_image,
+)
 
 MAX_IMAGES = 32
 """Photos per request: enough for an album, few enough that one request cannot hold the queue for long."""
@@ -45,10 +53,6 @@ EPSILON_MIN, EPSILON_MAX, EPSILON_DEFAULT = 2, 16, 8
 ONE_OWNER, LABEL_FREE = "one owner", "label-free"
 PREVIEW_SIDE = 1024
 """Longest side of the images shown on the page; downloads are always full size."""
-SSIM_WINDOW = 7
-"""scikit-image's default uniform SSIM window."""
-STRIP_PIXELS = 1 << 20
-"""Pixels per strip when measuring PSNR/SSIM: bounds their float64 temporaries to ~100 MB for any photo size."""
 SUPPORTED_FORMATS = "PNG, JPEG, WebP, TIFF, BMP or GIF"
 MODEL_ENVIRONMENT_VARIABLE = "CONFOUNDER_MODEL"
 
@@ -168,39 +172,6 @@ def read_photo(path: Path) -> SourceImage:
         raise InputError(f"{name}: the file looks damaged or truncated ({error}).") from None
 
 
-def image_quality(original: np.ndarray, protected: np.ndarray) -> tuple[float, float | None]:
-    """PSNR (dB) and SSIM of the colour channels of two uint8 HWC images, exactly as ``skimage.metrics`` computes
-    them on whole images (``data_range=255``, 7×7 uniform SSIM window, mean over channels).
-
-    Both are evaluated in horizontal strips: on a 50-megapixel photo, skimage's float64 temporaries would need
-    ~20 GB at once. SSIM strips overlap by the window radius, so every kept value sees the same pixels as in one
-    pass. PSNR is ``inf`` for identical images; SSIM is None for images smaller than the window.
-    """
-    height, width = original.shape[:2]
-    channels = 1 if original.shape[-1] in (1, 2) else 3
-    original, protected = original[..., :channels], protected[..., :channels]
-    rows = max(SSIM_WINDOW, STRIP_PIXELS // width)
-
-    squared_error = sum(mean_squared_error(original[top:top + rows], protected[top:top + rows])
-                        * original[top:top + rows].size for top in range(0, height, rows))
-    mse = squared_error / original.size
-    psnr = math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-    if min(height, width) < SSIM_WINDOW:
-        return psnr, None
-    # skimage averages the SSIM map without a border of the window radius; the strips cover exactly that interior.
-    pad = SSIM_WINDOW // 2
-    total, count = 0.0, 0
-    for top in range(pad, height - pad, rows):
-        bottom = min(top + rows, height - pad)
-        _, ssim_map = structural_similarity(original[top - pad:bottom + pad], protected[top - pad:bottom + pad],
-                                            data_range=255, channel_axis=-1, full=True)
-        interior = ssim_map[pad:pad + bottom - top, pad:width - pad]
-        total += interior.sum(dtype=np.float64)
-        count += interior.size
-    return psnr, total / count
-
-
 def amplified_noise(original: np.ndarray, protected: np.ndarray, bound: int) -> np.ndarray:
     """The colour-channel noise δ = protected - original mapped from [-bound, bound] to [0, 255] (128 means 0)."""
     channels = 1 if original.shape[-1] in (1, 2) else 3
@@ -234,6 +205,34 @@ def write_archive(files: Sequence[Path], target: Path) -> Path:
     return target
 
 
+def protect_photo(source: SourceImage, name: str, stem: str, generator: ConfounderGenerator, output_dir: Path,
+                  epsilon: float, owner_code: int | None) -> ProtectedPhoto:
+    """Protects one photo as read, measures it and writes its PNG and its three previews, named after ``stem``."""
+    image, icc_profile = source.image, source.icc_profile
+    original = pil_to_array(image)
+    protected = protect(generator, original[None], labels=owner_code, epsilon=epsilon / 255)[0]
+    noise = amplified_noise(original, protected, round(epsilon))
+    psnr, ssim = image_quality(original, protected)
+
+    protected_dir, preview_dir = output_dir / "protected", output_dir / "previews"
+    protected_image = array_to_pil(protected)
+    protected_file = protected_dir / f"{stem}-protected.png"
+    save_image(protected_image, protected_file, "png", icc_profile)
+    downscaled = max(image.size) > PREVIEW_SIDE
+    original_preview = preview_dir / f"{stem}-original.png"
+    save_image(preview(array_to_pil(original), Image.Resampling.LANCZOS), original_preview, "png", icc_profile)
+    protected_preview = protected_file
+    if downscaled:
+        protected_preview = preview_dir / f"{stem}-protected-preview.png"
+        save_image(preview(protected_image, Image.Resampling.LANCZOS), protected_preview, "png", icc_profile)
+    # Nearest-neighbour keeps real per-pixel noise values; averaging would blur the noise towards gray.
+    noise_preview = preview_dir / f"{stem}-noise.png"
+    save_image(preview(array_to_pil(noise), Image.Resampling.NEAREST), noise_preview, "png")
+    max_change = int(np.abs(protected.astype(np.int16) - original).max())
+    return ProtectedPhoto(name, image.width, image.height, protected_file, original_preview, protected_preview,
+                          noise_preview, psnr, ssim, max_change, downscaled)
+
+
 def protect_photos(
     uploads: Sequence[str | Path],
     generator: ConfounderGenerator,
@@ -263,8 +262,6 @@ def protect_photos(
     if len(uploads) > MAX_IMAGES:
         raise InputError(f"{len(uploads)} photos were uploaded; at most {MAX_IMAGES} can be protected at once. "
                          f"Please send them in batches of up to {MAX_IMAGES}.")
-    bound = round(epsilon)
-    protected_dir, preview_dir = output_dir / "protected", output_dir / "previews"
     photos: list[ProtectedPhoto] = []
     skipped: list[str] = []
     taken: set[str] = set()
@@ -277,29 +274,8 @@ def protect_photos(
         except InputError as error:
             skipped.append(str(error))
             continue
-        image, icc_profile = source.image, source.icc_profile
-        original = pil_to_array(image)
-        protected = generator.protect(original[None], labels=owner_code, epsilon=epsilon / 255)[0]
-        noise = amplified_noise(original, protected, bound)
-        psnr, ssim = image_quality(original, protected)
-
-        stem = output_stem(path.name, taken)
-        protected_image = array_to_pil(protected)
-        protected_file = protected_dir / f"{stem}-protected.png"
-        save_image(protected_image, protected_file, "png", icc_profile)
-        downscaled = max(image.size) > PREVIEW_SIDE
-        original_preview = preview_dir / f"{stem}-original.png"
-        save_image(preview(array_to_pil(original), Image.Resampling.LANCZOS), original_preview, "png", icc_profile)
-        protected_preview = protected_file
-        if downscaled:
-            protected_preview = preview_dir / f"{stem}-protected-preview.png"
-            save_image(preview(protected_image, Image.Resampling.LANCZOS), protected_preview, "png", icc_profile)
-        # Nearest-neighbour keeps real per-pixel noise values; averaging would blur the noise towards gray.
-        noise_preview = preview_dir / f"{stem}-noise.png"
-        save_image(preview(array_to_pil(noise), Image.Resampling.NEAREST), noise_preview, "png")
-        max_change = int(np.abs(protected.astype(np.int16) - original).max())
-        photos.append(ProtectedPhoto(path.name, image.width, image.height, protected_file, original_preview,
-                                     protected_preview, noise_preview, psnr, ssim, max_change, downscaled))
+        photos.append(protect_photo(source, path.name, output_stem(path.name, taken), generator, output_dir, epsilon,
+                                    owner_code))
     if not photos:
         raise InputError("None of the uploaded files could be protected:\n" + "\n".join(skipped))
     archive = write_archive([photo.protected for photo in photos], output_dir / "protected-photos.zip")

@@ -5,11 +5,11 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from modeling_confounder import ConfounderGenerator  # noqa: E402
+from modeling_confounder import ConfounderGenerator
 
 
 def make_generator(seed: int = 0, **config) -> ConfounderGenerator:

@@ -115,3 +115,31 @@ def test_console_script_with_the_default_model(photos, tmp_path):
                              "--output", str(tmp_path / "out")], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "tiny.png").exists()
+
+
+OPTIONAL_PACKAGES = ("timm", "datasets", "accelerate", "kornia", "torchvision", "skimage", "gradio")
+IMPORT_CHECK = """
+import sys
+if sys.argv[1] == "missing":
+    # As if only the core dependencies were installed: importing these fails.
+    sys.modules.update(dict.fromkeys({optional}))
+import modeling_confounder
+from modeling_confounder.cli import main
+code = main(["protect", sys.argv[2], "-o", sys.argv[3], "--model", sys.argv[4]])
+print(sorted(name for name in {optional} if sys.modules.get(name) is not None))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("optional", ["installed", "missing"])
+def test_the_library_and_the_command_for_files_need_only_the_core_dependencies(photos, model, tmp_path, optional):
+    """Neither ``import modeling_confounder`` nor ``confounder protect FILES`` imports an extra's package.
+
+    diffusers itself imports accelerate when it is installed; with it missing, everything still works.
+    """
+    script = IMPORT_CHECK.format(optional=OPTIONAL_PACKAGES)
+    result = subprocess.run([sys.executable, "-c", script, optional, str(photos / "tiny.png"), str(tmp_path / "out"),
+                             model], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] in ("[]", "['accelerate']")
+    assert (tmp_path / "out" / "tiny.png").exists()

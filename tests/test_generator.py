@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderDiscriminator, ConfounderGenerator
+from modeling_confounder import DEFAULT_MODEL, ConfounderDiscriminator, ConfounderGenerator, protect
+from modeling_confounder.pipeline import noise_in_tiles
 
 from .conftest import make_generator
 
@@ -72,7 +73,7 @@ def test_tiles_give_the_same_noise_as_one_pass(size, upsampling):
     codes = generator.label_codes(None, 1)
     with torch.inference_mode():
         whole = generator.noise(images, codes)
-        tiled = generator.noise_in_tiles(images, codes, None, tile_size=64)
+        tiled = noise_in_tiles(generator, images, codes, None, tile_size=64)
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
 
 
@@ -86,7 +87,7 @@ def test_default_model_ships_inside_the_package():
     generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
     assert generator.config.epsilon == pytest.approx(EPSILON)
     array = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert np.any(generator.protect(array) != array)
+    assert np.any(protect(generator, array) != array)
 
 
 def test_label_predictor_guesses_the_code_of_unlabeled_images():
@@ -118,4 +119,4 @@ def test_label_predictor_folds_batch_norm_into_its_convolutions_in_eval_mode():
 def test_label_predictor_sees_the_whole_photo_when_tiled():
     generator = make_generator(predictor_width=4, predictor_resolution=16)
     image = np.random.default_rng(0).integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(generator.protect(image, tile_size=64), generator.protect(image, tile_size=1024))
+    np.testing.assert_array_equal(protect(generator, image, tile_size=64), protect(generator, image, tile_size=1024))

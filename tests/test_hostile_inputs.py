@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import ExifTags, Image, ImageCms
 
+from modeling_confounder import UnreadableImage, array_to_pil, pil_to_array, protect, read_image, save_image
 from modeling_confounder.cli import main
-from modeling_confounder.image_files import UnreadableImage, read_image, save_image
-from modeling_confounder.protect import array_to_pil, pil_to_array
 
 from .conftest import make_generator
 from .test_cli import digest
@@ -286,7 +285,7 @@ def test_protect_any_pil_image_stays_within_bound(generator, image, label, bound
     array = pil_to_array(image)
     assert array.dtype == np.uint8 and array.shape[:2] == (image.height, image.width)
     assert array.shape[2] in (1, 2, 3, 4)
-    protected = generator.protect(image, labels=label, epsilon=bound / 255)
+    protected = protect(generator, image, labels=label, epsilon=bound / 255)
     assert protected.size == image.size and protected.mode == array_to_pil(array).mode
     after = pil_to_array(protected).astype(int)
     assert np.abs(after - array).max() <= bound

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from modeling_confounder import ConfounderDiscriminator, ConfounderGenerator
+from modeling_confounder import ConfounderDiscriminator, ConfounderGenerator, protect
 
 from .conftest import make_generator
 
@@ -18,7 +18,7 @@ def test_save_and_load_give_identical_outputs(tmp_path, rng):
     for key in ("in_channels", "num_classes", "width", "num_blocks", "epsilon"):
         assert loaded.config[key] == generator.config[key]
     images = rng.integers(0, 256, (3, 20, 24, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(loaded.protect(images, labels=2), generator.protect(images, labels=2))
+    np.testing.assert_array_equal(protect(loaded, images, labels=2), protect(generator, images, labels=2))
 
 
 def test_discriminator_round_trip(tmp_path):

@@ -1,6 +1,9 @@
 import numpy as np
 import pytest
 from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from modeling_confounder import image_quality, protect, quality
 
 EPSILON = 8 / 255
 MAX_STEP = 8
@@ -17,7 +20,7 @@ def assert_protected(original: np.ndarray, protected: np.ndarray, max_step: int 
 @pytest.mark.parametrize("fill", ["random", 0, 255])
 def test_uint8_bound_holds_for_random_and_extreme_inputs(generator, rng, shape, fill):
     images = rng.integers(0, 256, shape, dtype=np.uint8) if fill == "random" else np.full(shape, fill, np.uint8)
-    protected = generator.protect(images)
+    protected = protect(generator, images)
     difference = protected.astype(int) - images.astype(int)
     assert protected.shape == images.shape and protected.dtype == np.uint8
     assert np.abs(difference).max() <= MAX_STEP
@@ -27,26 +30,26 @@ def test_uint8_bound_holds_for_random_and_extreme_inputs(generator, rng, shape, 
 
 def test_alpha_is_untouched(generator, rng):
     images = rng.integers(0, 256, (2, 20, 20, 4), dtype=np.uint8)
-    protected = generator.protect(images)
+    protected = protect(generator, images)
     np.testing.assert_array_equal(protected[..., 3], images[..., 3])
     assert_protected(images[..., :3], protected[..., :3])
 
 
 def test_epsilon_argument_sets_the_uint8_bound(generator, rng):
     images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert_protected(images, generator.protect(images, epsilon=3 / 255), max_step=3)
+    assert_protected(images, protect(generator, images, epsilon=3 / 255), max_step=3)
 
 
 def test_same_input_gives_identical_output(generator, rng):
     images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    first, second = generator.protect(images), generator.protect(images.copy())
+    first, second = protect(generator, images), protect(generator, images.copy())
     assert first.tobytes() == second.tobytes()
 
 
 def test_input_array_is_not_modified(generator, rng):
     images = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
     copy = images.copy()
-    generator.protect(images)
+    protect(generator, images)
     np.testing.assert_array_equal(images, copy)
 
 
@@ -54,7 +57,7 @@ def test_input_array_is_not_modified(generator, rng):
                                             ("P", "RGB"), ("1", "L"), ("CMYK", "RGB")])
 def test_pil_image_in_pil_image_out(generator, rng, mode, expected):
     image = Image.fromarray(rng.integers(0, 256, (21, 34, 3), dtype=np.uint8)).convert(mode)
-    protected = generator.protect(image)
+    protected = protect(generator, image)
     assert isinstance(protected, Image.Image)
     assert protected.mode == expected and protected.size == image.size
     original = np.asarray(image.convert(expected))
@@ -65,12 +68,12 @@ def test_pil_image_in_pil_image_out(generator, rng, mode, expected):
 def test_list_of_mixed_images_keeps_order_sizes_and_modes(generator, rng):
     images = [Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8))
               for size in [(32, 32, 3), (40, 30), (32, 32, 3), (17, 23, 4), (32, 32, 3)]]
-    protected = generator.protect(images, batch_size=2)
+    protected = protect(generator, images, batch_size=2)
     assert isinstance(protected, list) and len(protected) == len(images)
     for original, output in zip(images, protected):
         assert (output.mode, output.size) == (original.mode, original.size)
     # Batching is an implementation detail: each image gets the noise it gets alone.
-    np.testing.assert_array_equal(np.asarray(protected[2]), np.asarray(generator.protect(images[2])))
+    np.testing.assert_array_equal(np.asarray(protected[2]), np.asarray(protect(generator, images[2])))
 
 
 def test_grayscale_generator_protects_rgb_with_one_noise_for_all_channels(rng):
@@ -78,20 +81,20 @@ def test_grayscale_generator_protects_rgb_with_one_noise_for_all_channels(rng):
 
     generator = make_generator(in_channels=1, num_classes=2)
     images = rng.integers(8, 248, (2, 28, 28, 3), dtype=np.uint8)
-    difference = generator.protect(images).astype(int) - images
+    difference = protect(generator, images).astype(int) - images
     assert np.any(difference != 0)
     assert np.all(difference[..., 0] == difference[..., 1]) and np.all(difference[..., 1] == difference[..., 2])
 
 
 def test_large_photo_is_tiled_with_the_same_result(generator, rng):
     image = rng.integers(0, 256, (1, 300, 420, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(generator.protect(image, tile_size=64), generator.protect(image, tile_size=1024))
+    np.testing.assert_array_equal(protect(generator, image, tile_size=64), protect(generator, image, tile_size=1024))
 
 
 def test_one_label_for_all_images(generator, rng):
     images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(generator.protect(images, labels=4), generator.protect(images, labels=[4, 4, 4]))
-    assert np.any(generator.protect(images, labels=4) != generator.protect(images))
+    np.testing.assert_array_equal(protect(generator, images, labels=4), protect(generator, images, labels=[4, 4, 4]))
+    assert np.any(protect(generator, images, labels=4) != protect(generator, images))
 
 
 @pytest.mark.parametrize("images, error, message", [
@@ -101,9 +104,25 @@ def test_one_label_for_all_images(generator, rng):
 ])
 def test_wrong_input_kinds_are_explained(generator, images, error, message):
     with pytest.raises(error, match=message):
-        generator.protect(images)
+        protect(generator, images)
 
 
 def test_invalid_epsilon_is_explained(generator):
     with pytest.raises(ValueError, match="divide pixel values by 255"):
-        generator.protect(np.zeros((1, 4, 4, 3), np.uint8), epsilon=8)
+        protect(generator, np.zeros((1, 4, 4, 3), np.uint8), epsilon=8)
+
+
+@pytest.mark.parametrize("shape", [(40, 23, 3), (19, 50, 1), (30, 30, 4), (12, 9, 2)])
+def test_image_quality_in_strips_equals_scikit_image_on_the_whole_image(rng, monkeypatch, shape):
+    monkeypatch.setattr(quality, "STRIP_PIXELS", 64)  # strips of 7 rows (the minimum), many of them
+    original = rng.integers(0, 256, shape, dtype=np.uint8)
+    protected = np.clip(original.astype(int) + rng.integers(-8, 9, shape), 0, 255).astype(np.uint8)
+    if shape[-1] in (2, 4):
+        protected[..., -1] = 0  # the alpha channel is never changed by protection, and not part of the quality
+    color = slice(0, 1 if shape[-1] in (1, 2) else 3)
+    psnr, ssim = image_quality(original, protected)
+    assert psnr == pytest.approx(peak_signal_noise_ratio(original[..., color], protected[..., color],
+                                                         data_range=255), rel=1e-12)
+    assert ssim == pytest.approx(structural_similarity(original[..., color], protected[..., color],
+                                                       data_range=255, channel_axis=-1), rel=1e-9)
+    assert image_quality(original, original)[0] == float("inf")

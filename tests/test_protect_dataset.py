@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modeling_confounder import protect
 from modeling_confounder.cli import main
-from modeling_confounder.protect_dataset import protect_dataset
+from modeling_confounder.hub_datasets import protect_dataset
 
 from .conftest import make_generator
 
@@ -51,7 +52,7 @@ def model(tmp_path) -> str:
 
 
 def protect_split(source: str, model: str, output: Path, *options: str) -> datasets.Dataset:
-    assert main(["protect", "--dataset_name", source, "--output_dir", str(output), "--model", model,
+    assert main(["protect", "--dataset", source, "--output", str(output), "--model", model,
                  "--device", "cpu", *options]) == 0
     return datasets.load_from_disk(str(output))
 
@@ -71,7 +72,7 @@ def test_protects_every_image_losslessly_and_keeps_the_other_columns(source, mod
     assert protected.features == original.features and protected.num_rows == ROWS
     assert list(protected["label"]) == list(original["label"])
     assert list(protected["extra"]) == list(original["extra"])
-    expected = make_generator().protect(images, device="cpu")
+    expected = protect(make_generator(), images, device="cpu")
     for before, after, wanted in zip(images, protected["img"], expected):
         assert (after.size, after.mode) == (before.size, before.mode)
         difference = pixels(after) - pixels(before)
@@ -84,15 +85,15 @@ def test_protects_every_image_losslessly_and_keeps_the_other_columns(source, mod
 
 def test_labels_from_the_label_column_or_one_owner_code(source, model, tmp_path):
     original = datasets.load_from_disk(source)
-    label_free = protect_split(source, model, tmp_path / "free", "--max_samples", "6")
-    with_labels = protect_split(source, model, tmp_path / "labels", "--max_samples", "6", "--use_labels")
-    owner = protect_split(source, model, tmp_path / "owner", "--max_samples", "6", "--label", "2")
+    label_free = protect_split(source, model, tmp_path / "free", "--rows", "0:6")
+    with_labels = protect_split(source, model, tmp_path / "labels", "--rows", "0:6", "--use-labels")
+    owner = protect_split(source, model, tmp_path / "owner", "--rows", "0:6", "--label", "2")
     assert label_free.num_rows == with_labels.num_rows == owner.num_rows == 6
 
     generator = make_generator()
     images = list(original["img"])[:6]
     for protected, labels in [(with_labels, list(original["label"])[:6]), (owner, 2)]:
-        wanted = generator.protect(images, labels=labels, device="cpu")
+        wanted = protect(generator, images, labels=labels, device="cpu")
         assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(protected["img"], wanted))
     assert not all(np.array_equal(pixels(free), pixels(labelled))
                    for free, labelled in zip(label_free["img"], with_labels["img"]))
@@ -101,7 +102,7 @@ def test_labels_from_the_label_column_or_one_owner_code(source, model, tmp_path)
 def test_python_api_on_an_in_memory_dataset(rng):
     dataset, generator = make_dataset(rng), make_generator()
     protected = protect_dataset(generator, dataset, "img", "label", use_labels=True, epsilon=4 / 255)
-    wanted = generator.protect(list(dataset["img"]), labels=list(dataset["label"]), epsilon=4 / 255)
+    wanted = protect(generator, list(dataset["img"]), labels=list(dataset["label"]), epsilon=4 / 255)
     assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(protected["img"], wanted))
     with pytest.raises(ValueError, match="pass only one of them"):
         protect_dataset(generator, dataset, "img", "label", use_labels=True, labels=1)
@@ -110,29 +111,31 @@ def test_python_api_on_an_in_memory_dataset(rng):
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--image_column_name", "photo"], r"no image column 'photo'; columns are \['img', 'label', 'extra'\]"),
-    (["--use_labels", "--label_column_name", "owner"], "no label column 'owner'.*--label_column_name"),
-    (["--use_labels", "--label", "1"], "pass only one of them"),
-    (["--push_to_hub"], "--push_to_hub needs --hub_model_id"),
-    (["--format", "tiff", "--resume"], "--format, --resume apply to image files, not to --dataset_name"),
+    (["--image-column", "photo"], (r"no image column 'photo'; columns are \['img', 'label', 'extra'\] "
+                                  r"\(choose one with --image-column\)")),
+    (["--use-labels", "--label-column", "owner"], "no label column 'owner'.*--label-column"),
+    (["--use-labels", "--label", "1"], "pass only one of them"),
+    (["--push-to-hub"], "--push-to-hub needs --hub-repo"),
+    (["--format", "tiff", "--resume"], "--format, --resume apply to image files, not to --dataset"),
+    (["--rows", "20:30"], "--rows 20:30 selects nothing from split 'train' of .*, which has 10 rows"),
 ])
 def test_dataset_errors_are_explained(source, model, tmp_path, options, message):
     with pytest.raises(SystemExit, match=message):
-        main(["protect", "--dataset_name", source, "-o", str(tmp_path / "out"), "--model", model, *options])
+        main(["protect", "--dataset", source, "-o", str(tmp_path / "out"), "--model", model, *options])
     assert not (tmp_path / "out").exists()
 
 
 def test_refuses_a_non_empty_output_dir(source, model):
     with pytest.raises(SystemExit, match="already exists and is not an empty folder"):
-        main(["protect", "--dataset_name", source, "--output_dir", source, "--model", model])
+        main(["protect", "--dataset", source, "--output", source, "--model", model])
 
 
-@pytest.mark.parametrize("inputs", [[], ["photo.png", "--dataset_name", "some/dataset"]])
-def test_needs_exactly_one_of_inputs_and_dataset_name(inputs, tmp_path, capsys):
+@pytest.mark.parametrize("inputs", [[], ["photo.png", "--dataset", "some/dataset"]])
+def test_needs_exactly_one_of_inputs_and_dataset(inputs, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["protect", *inputs, "--output", str(tmp_path / "out")])
     assert exit_info.value.code == 2
-    assert "INPUT...) or --dataset_name NAME_OR_PATH: give exactly one of them" in capsys.readouterr().err
+    assert "INPUT...) or --dataset NAME_OR_PATH: give exactly one of them" in capsys.readouterr().err
 
 
 def free_port() -> int:
@@ -142,14 +145,14 @@ def free_port() -> int:
 
 
 def test_accelerate_launch_on_two_processes_matches_one_process(source, model, tmp_path):
-    single = protect_split(source, model, tmp_path / "single", "--max_samples", "7")
+    single = protect_split(source, model, tmp_path / "single", "--rows", "0:7")
     script = Path(sys.executable).parent / "accelerate"
     module = [sys.executable, "-m", "accelerate.commands.launch"]
     launcher = [str(script), "launch"] if script.exists() else module
     command = [*launcher, "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-                "-m", "modeling_confounder.cli", "protect", "--dataset_name", source,
-                "--output_dir", str(tmp_path / "multi"), "--model", model, "--max_samples", "7"]
+                "-m", "modeling_confounder.cli", "protect", "--dataset", source,
+                "--output", str(tmp_path / "multi"), "--model", model, "--rows", "0:7"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -169,7 +172,7 @@ def test_a_damaged_image_is_reported_with_its_row_and_leaves_nothing_behind(rng,
     damaged = datasets.Dataset.from_list(rows, features=dataset.features)
     damaged.cast_column("img", datasets.Image()).save_to_disk(str(tmp_path / "damaged"))
     with pytest.raises(SystemExit, match=r"row 7 of the dataset: the image in column 'img' cannot be decoded: "):
-        main(["protect", "--dataset_name", str(tmp_path / "damaged"), "-o", str(tmp_path / "out"), "--model", model])
+        main(["protect", "--dataset", str(tmp_path / "damaged"), "-o", str(tmp_path / "out"), "--model", model])
     assert not (tmp_path / "out" / "_shards").exists()
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, protect
 
 EXPECTED = {
     "labelled": "bdd57f36f7d346f6036491b653a55f323beb7ca720c55bdd09554b7d2deccd24",
@@ -29,10 +29,10 @@ def outputs() -> dict[str, np.ndarray]:
     large = rng.integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)
     gray = Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8), "L")
     return {
-        "labelled": generator.protect(small, labels=[0, 1, 2, 3, 4, 9]),
-        "label_free": generator.protect(small),
-        "tiled": generator.protect(large, labels=3, tile_size=64),
-        "gray": np.asarray(generator.protect(gray, labels=5)),
+        "labelled": protect(generator, small, labels=[0, 1, 2, 3, 4, 9]),
+        "label_free": protect(generator, small),
+        "tiled": protect(generator, large, labels=3, tile_size=64),
+        "gray": np.asarray(protect(generator, gray, labels=5)),
     }
 
 

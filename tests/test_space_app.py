@@ -1,7 +1,6 @@
 """The Space (space/app.py) as users reach it: a real local server, called through ``gradio_client`` and driven in
 headless Chromium (Debian's ``chromium`` package, which .ci/run installs, through Playwright)."""
 
-import importlib.util
 import io
 import os
 import re
@@ -16,14 +15,12 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
+from space import app as space_app
+
 from .conftest import make_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-# Loaded under its own name: a module called plain `app` could clash with another.
-_spec = importlib.util.spec_from_file_location("confounder_space_app", ROOT / "space" / "app.py")
-space_app = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(space_app)
 
 
 def free_port() -> int:
