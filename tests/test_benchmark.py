@@ -1,8 +1,7 @@
-"""The benchmark harness on a tiny generated dataset: every method and setting, the report, the cache, the
+"""The benchmark harness on a tiny generated dataset: every method and defense, the report, the cache, the
 sanity logic and the time estimate. No ../shared, no network; one epoch and tiny budgets everywhere."""
 
 import json
-import sys
 import time
 from concurrent.futures import Executor, Future
 from functools import partial
@@ -15,19 +14,16 @@ from PIL import Image
 from torch import nn
 
 from modeling_confounder import ConfounderGenerator
-from tests.test_training import TRAINING, tiny_dataset
+from tests.helpers import tiny_dataset
+from training import methods, speed
+from training.benchmark import plan, protocols, runner
+from training.benchmark import report as reporting
+from training.defenses import DEFENSES, adversarial_training, build_defenses, cutmix, cutout, grayscale, jpeg, mixup
+from training.methods import METHODS
+from training.victim import train_victim
 
-sys.path.insert(0, str(TRAINING))
-
-import benchmark  # noqa: E402
-import benchmark_speed  # noqa: E402
-import protection_methods  # noqa: E402
-from defenses import adversarial_training, cutmix, cutout, grayscale, jpeg, mixup  # noqa: E402
-from victim import train_victim  # noqa: E402
-
-TINY_BUDGETS = ["--epochs", "1", "--batch_size", "16", "--em_rounds", "1", "--em_train_steps", "1",
-                "--em_steps", "2", "--tap_epochs", "1", "--tap_steps", "2", "--confounder_steps", "2",
-                "--workers", "1"]
+TINY_BUDGETS = ["--epochs", "1", "--workers", "1", "--options", "batch_size=16", "em_rounds=1", "em_train_steps=1",
+                "em_steps=2", "tap_epochs=1", "tap_steps=2", "confounder_steps=2"]
 VICTIMS = ["test_resnet", "mobilenetv3_small_050"]
 
 
@@ -58,19 +54,19 @@ def arguments(dataset: str, output: Path, cache: Path, *extra: str) -> list[str]
 
 @pytest.fixture(scope="module")
 def report(dataset, folders) -> dict:
-    """Every method without defense on two victims; every other setting on the first with clean data and patch
+    """Every method without defense on two victims; every other defense on the first with clean data and patch
     noise, and transfer with TAP (the cheapest method with a surrogate)."""
-    return benchmark.main(arguments(dataset, folders["output"], folders["cache"], "--victims", *VICTIMS,
-                                    "--bf16_victims", VICTIMS[0], "--methods", *benchmark.METHODS,
-                                    "--defenses", *benchmark.DEFENSES, "--defense_methods", "clean", "patch",
+    return runner.main(arguments(dataset, folders["output"], folders["cache"], "--victims", *VICTIMS,
+                                    "--bf16_victims", VICTIMS[0], "--methods", *METHODS,
+                                    "--defenses", *DEFENSES, "--defense_methods", "clean", "patch",
                                     "--transfer_methods", "tap"))
 
 
-def test_every_method_and_every_setting_runs(report):
+def test_every_method_and_every_defense_runs(report):
     runs = report["runs"]
     assert {(run["method"], run["victim"]) for run in runs if run["defense"] == "none"} == {
-        (method, victim) for method in benchmark.METHODS for victim in VICTIMS}
-    assert {run["defense"] for run in runs} == set(benchmark.DEFENSES)
+        (method, victim) for method in METHODS for victim in VICTIMS}
+    assert {run["defense"] for run in runs} == set(DEFENSES)
     assert {run["victim"] for run in runs if run["defense"] not in ("none", "transfer")} == {VICTIMS[0]}
     transfer = {(run["method"], run["victim"], run["surrogate"]) for run in runs
                 if run["defense"] == "transfer"}
@@ -98,7 +94,7 @@ def test_results_json_has_the_schema_of_the_issue(report, folders):
         assert {"method", "victim", "defense", "test_acc", "best_test_acc", "seconds"} <= set(run)
         assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and run["seconds"] > 0
         assert run["bf16"] == (run["victim"] == "test_resnet")  # --bf16_victims
-    protected = set(benchmark.METHODS) - {"clean"} | {"tap-transfer"}
+    protected = set(METHODS) - {"clean"} | {"tap-transfer"}
     assert set(stored["quality"]) == set(stored["speed"]) == protected
     for label in protected:
         assert {"psnr", "ssim", "linf"} <= set(stored["quality"][label])
@@ -115,10 +111,10 @@ def test_every_protected_training_set_stays_within_epsilon(report, folders):
     assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
 
 
-@pytest.mark.parametrize("name", [name for name in benchmark.METHODS if name != "confounder-trained"])
+@pytest.mark.parametrize("name", [name for name in METHODS if name != "confounder-trained"])
 def test_new_images_are_protected_within_epsilon(name):
     """``perturb`` on images that ``fit`` never saw (confounder-trained shares ConfounderGAN.perturb)."""
-    method = benchmark.build_methods(benchmark.parse_args(TINY_BUDGETS), num_classes=4)[name]
+    method = runner.build_methods(protocols.parse_args(TINY_BUDGETS), num_classes=4)[name]
     images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
     labels = torch.arange(8) % 4
     method.fit(images[:4], labels[:4])
@@ -129,16 +125,16 @@ def test_new_images_are_protected_within_epsilon(name):
 def test_markdown_and_figures_are_written(report, folders):
     markdown = (folders["output"] / "results.md").read_text()
     assert "- Wall time: " in markdown and "came from the cache" not in markdown  # a first run makes them all
-    for heading in ("## Sanity", "## No defense", "## Training settings, test_resnet",
+    for heading in ("## Sanity", "## No defense", "## Defenses, test_resnet",
                     "## Image quality and speed", "## All runs"):
         assert heading in markdown
-    assert "python training/benchmark.py --dataset_name" in markdown
+    assert "python -m training.benchmark --dataset_name" in markdown
     assert "epochs: test_resnet 1 (bfloat16 autocast), mobilenetv3_small_050 1;" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
     assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"
             f"| method | {' | '.join(VICTIMS)} |") in markdown
     assert {Path(path).name for path in report["figures"]} == {
-        "curves.png", "samples.png", *(f"defense-{defense}.png" for defense in benchmark.DEFENSES)}
+        "curves.png", "samples.png", *(f"defense-{defense}.png" for defense in DEFENSES)}
     for path in report["figures"]:
         with Image.open(path) as figure:
             assert figure.format == "PNG" and min(figure.size) > 100
@@ -146,7 +142,7 @@ def test_markdown_and_figures_are_written(report, folders):
 
 def test_a_shipped_generator_is_cached_by_its_weights_not_its_path(tmp_path):
     def cache_key(folder: Path) -> str:
-        return protection_methods.ConfounderGAN(epsilon=8 / 255, seed=0, model=str(folder)).digest()
+        return methods.ConfounderGAN(epsilon=8 / 255, seed=0, model=str(folder)).digest()
 
     torch.manual_seed(0)
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "first")
@@ -161,14 +157,14 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
     def fit_again(*_):
         raise AssertionError("a cached protected training set was made again")
 
-    for method in (protection_methods.ErrorMinimizingNoise, protection_methods.TargetedAdversarialPoison,
-                   protection_methods.TrainedConfounderGAN, protection_methods.PatchNoise):
+    for method in (methods.ErrorMinimizingNoise, methods.TargetedAdversarialPoison,
+                   methods.TrainedConfounderGAN, methods.PatchNoise):
         monkeypatch.setattr(method, "fit", fit_again)
-    rerun = benchmark.main(arguments(dataset, tmp_path, folders["cache"], "--victims", VICTIMS[0],
+    rerun = runner.main(arguments(dataset, tmp_path, folders["cache"], "--victims", VICTIMS[0],
                                      "--methods", "patch", "em", "tap", "confounder-trained",
                                      "--defenses", "none", "transfer", "--transfer_methods", "tap"))
     assert len(rerun["runs"]) == 5
-    markdown = benchmark.format_markdown(rerun)
+    markdown = reporting.format_markdown(rerun)
     assert "No sanity row applies" in markdown  # no clean run: said, not an empty table
     assert rerun["cached"] == ["patch", "em", "tap", "confounder-trained", "tap-transfer"]
     assert "the protected sets of patch, em, tap, confounder-trained, tap-transfer came from the cache" in markdown
@@ -178,19 +174,19 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
 
 def test_grayscale_two_class_data_like_pneumoniamnist(tmp_path):
     dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
-    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
-                                      "--victims", "test_resnet", "--methods", *benchmark.METHODS,
+    report = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
+                                      "--victims", "test_resnet", "--methods", *METHODS,
                                       "--defenses", "none", "grayscale", "jpeg10", "transfer",
                                       "--defense_methods", "confounder",
                                       "--transfer_methods", "confounder-trained"))
-    assert len(report["runs"]) == len(benchmark.METHODS) + 3 and report["majority_rate"] == pytest.approx(0.5)
+    assert len(report["runs"]) == len(METHODS) + 3 and report["majority_rate"] == pytest.approx(0.5)
     assert all(0 <= run["auc"] <= 1 and len(run["class_acc"]) == 2 for run in report["runs"])
     assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
     assert "majority-class rate of the test set 50.0%" in (tmp_path / "out" / "results.md").read_text()
 
 
 def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatch):
-    spent, real_clock, real_run_cell = [0.0], time.perf_counter, benchmark.run_cell
+    spent, real_clock, real_run_cell = [0.0], time.perf_counter, runner.run_cell
 
     def run_then_spend_an_hour(*args, **kwargs):
         run = real_run_cell(*args, **kwargs)
@@ -198,8 +194,8 @@ def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatc
         return run
 
     monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + spent[0])
-    monkeypatch.setattr(benchmark, "run_cell", run_then_spend_an_hour)
-    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+    monkeypatch.setattr(runner, "run_cell", run_then_spend_an_hour)
+    report = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
                                       "--methods", "clean", "random", "--defenses", "none", "grayscale",
                                       "--defense_methods", "clean", "--time_limit_minutes", "30"))
     assert [(run["method"], run["defense"]) for run in report["runs"]] == [("clean", "none")]
@@ -214,8 +210,8 @@ def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):
     """Two spawned workers: the same cells, reported in the plan's order, and the estimate measured in them."""
     extra = ("--victims", "test_resnet", "--methods", "clean", "random", "--defenses", "none", "grayscale",
              "--defense_methods", "random")
-    inline = benchmark.main(arguments(dataset, tmp_path / "inline", tmp_path / "cache", *extra))
-    pooled = benchmark.main(arguments(dataset, tmp_path / "pooled", tmp_path / "cache", *extra, "--workers", "2"))
+    inline = runner.main(arguments(dataset, tmp_path / "inline", tmp_path / "cache", *extra))
+    pooled = runner.main(arguments(dataset, tmp_path / "pooled", tmp_path / "cache", *extra, "--workers", "2"))
     planned = [("clean", "none"), ("random", "none"), ("random", "grayscale")]
     for report in (inline, pooled):
         assert [(run["method"], run["defense"]) for run in report["runs"]] == planned
@@ -236,7 +232,7 @@ def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path,
     class DeferredExecutor(Executor):
         def submit(self, fn, /, *args, **kwargs):
             future = Future()
-            if fn is benchmark.train_cell:
+            if fn is runner.train_cell:
                 pending.append((future, partial(fn, *args, **kwargs)))
             else:
                 future.set_result(fn(*args, **kwargs))
@@ -248,19 +244,19 @@ def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path,
         return {future}, set()
 
     def open_workers(args, train, test):
-        benchmark.start_worker(torch.get_num_threads(), train, test, args, None)
+        runner.start_worker(torch.get_num_threads(), train, test, args, None)
         return DeferredExecutor()
 
-    real_protect = benchmark.protect_training_set
+    real_protect = runner.protect_training_set
 
     def protect(label, *args):
         made.append((label, len(pending)))
         return real_protect(label, *args)
 
-    monkeypatch.setattr(benchmark, "open_workers", open_workers)
-    monkeypatch.setattr(benchmark, "wait", finish_oldest)
-    monkeypatch.setattr(benchmark, "protect_training_set", protect)
-    report = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+    monkeypatch.setattr(runner, "open_workers", open_workers)
+    monkeypatch.setattr(runner, "wait", finish_oldest)
+    monkeypatch.setattr(runner, "protect_training_set", protect)
+    report = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
                                       "--methods", "clean", "random", "em", "--defenses", "none", "grayscale",
                                       "--defense_methods", "clean", "--workers", "2",
                                       *(["--time_limit_minutes", time_limit] if time_limit else [])))
@@ -270,8 +266,8 @@ def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path,
 
 
 def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(benchmark, "train_victim", None)
-    result = benchmark.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
+    monkeypatch.setattr(reporting, "train_victim", None)
+    result = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
                                       "--victims", "test_resnet", "--methods", "clean", "em",
                                       "--defenses", "none", "--estimate_only"))
     assert "Estimated time" in capsys.readouterr().out
@@ -280,7 +276,7 @@ def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
 
 
 def test_the_quick_protocol_fits_its_budget():
-    """Every setting the issue names but adversarial training on the first victim, no defense on the second,
+    """Every defense named but adversarial training on the first victim, no defense on the second,
     within the protocol's budget at the training throughputs `--estimate_only` measured on the 2-core
     development machine (images/s; victims: both workers together; False: the surrogates' strided stem;
     True: bfloat16 autocast)."""
@@ -288,69 +284,69 @@ def test_the_quick_protocol_fits_its_budget():
                ("mobilenetv3_small_050", None, False): 1919}
     generation = {("test_resnet", None, False): 485, ("test_resnet", False, False): 4235,
                   ("mobilenetv3_small_050", None, False): 1919}
-    args = benchmark.parse_args([])
+    args = protocols.parse_args([])
     assert args.victim_epochs == {"test_byobnet": 12, "mobilenetv3_small_100": 20}
     assert (args.bf16_victims, args.workers) == (["test_byobnet"], 2)
-    settings = benchmark.training_settings(10)
-    cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
-                                 args.transfer_methods, settings)
+    registry = build_defenses(10)
+    cells = plan.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
+                                 args.transfer_methods, registry)
     named_by_the_issue = {"none", "grayscale", "jpeg10", "cutout", "cutmix", "mixup", "partial20", "partial50",
                           "partial80", "one-class", "transfer"}
     assert {cell.defense for cell in cells if cell.victim == args.victims[0]} >= named_by_the_issue
     assert {cell.defense for cell in cells if cell.victim == args.victims[1]} == {"none", "transfer"}
     assert {"clean", "random", "em", "tap", "confounder", "confounder-trained"} <= set(args.methods)
-    methods = benchmark.build_methods(args, 10)
-    variants = benchmark.protected_sets(cells, methods, settings, args.transfer_surrogate)
+    methods = runner.build_methods(args, 10)
+    variants = plan.protected_sets(cells, methods, registry, args.transfer_surrogate)
     to_generate = {label: method for label, method in variants.items() if label != "clean"}
-    estimate = benchmark.estimate_seconds(cells, settings, to_generate, 10_000, 2_000, args.victim_epochs,
+    estimate = plan.estimate_seconds(cells, registry, to_generate, 10_000, 2_000, args.victim_epochs,
                                           lambda name, stem, bf16: generation[(name, stem, bf16)],
                                           args.bf16_victims, lambda name, stem, bf16: victims[(name, stem, bf16)])
     assert estimate["total_seconds"] <= 60 * args.budget_minutes <= 60 * 60
 
 
-def test_the_full_protocol_plans_every_method_and_setting():
-    """The GPU protocol: all the data, every method on every victim, every setting on the first, float32."""
-    args = benchmark.parse_args(["--protocol", "full"])
+def test_the_full_protocol_plans_every_method_and_defense():
+    """The GPU protocol: all the data, every method on every victim, every defense on the first, float32."""
+    args = protocols.parse_args(["--protocol", "full"])
     assert (args.train_rows, args.test_rows, args.bf16_victims, args.budget_minutes) == (None, None, [], None)
-    settings = benchmark.training_settings(10)
-    cells = benchmark.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
-                                 args.transfer_methods, settings)
+    registry = build_defenses(10)
+    cells = plan.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
+                                 args.transfer_methods, registry)
     assert {(cell.method, cell.victim) for cell in cells if cell.defense == "none"} == {
-        (method, victim) for method in benchmark.METHODS for victim in args.victims}
-    assert {cell.defense for cell in cells if cell.victim == "resnet18"} == set(benchmark.DEFENSES)
+        (method, victim) for method in METHODS for victim in args.victims}
+    assert {cell.defense for cell in cells if cell.victim == "resnet18"} == set(DEFENSES)
 
 
 def test_victims_take_their_own_epochs():
-    args = benchmark.parse_args(["--victims", "test_resnet", "mobilenetv3_small_050:3", "--epochs", "2"])
+    args = protocols.parse_args(["--victims", "test_resnet", "mobilenetv3_small_050:3", "--epochs", "2"])
     assert args.victims == ["test_resnet", "mobilenetv3_small_050"]
     assert args.victim_epochs == {"test_resnet": 2, "mobilenetv3_small_050": 3}
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--victims", "test_resnet:ten"])
+        protocols.parse_args(["--victims", "test_resnet:ten"])
 
 
 def test_the_protocols_bf16_victims_apply_to_the_victims_that_run():
-    assert benchmark.parse_args(["--victims", "test_resnet"]).bf16_victims == []
-    assert benchmark.parse_args(["--victims", "test_byobnet:3"]).bf16_victims == ["test_byobnet"]
+    assert protocols.parse_args(["--victims", "test_resnet"]).bf16_victims == []
+    assert protocols.parse_args(["--victims", "test_byobnet:3"]).bf16_victims == ["test_byobnet"]
 
 
 def test_bf16_victims_must_be_victims():
-    assert benchmark.parse_args(["--bf16_victims"]).bf16_victims == []
+    assert protocols.parse_args(["--bf16_victims"]).bf16_victims == []
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--victims", "test_resnet", "--bf16_victims", "mobilenetv3_small_100"])
+        protocols.parse_args(["--victims", "test_resnet", "--bf16_victims", "mobilenetv3_small_100"])
 
 
-def test_a_setting_with_nothing_to_run_is_a_usage_error(capsys):
+def test_a_defense_with_nothing_to_run_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
-        benchmark.parse_args(["--methods", "clean", "confounder", "--defenses", "none", "transfer"])
-    assert "the transfer setting has nothing to run: give --transfer_methods" in capsys.readouterr().err
+        protocols.parse_args(["--methods", "clean", "confounder", "--defenses", "none", "transfer"])
+    assert "the transfer defense has nothing to run: give --transfer_methods" in capsys.readouterr().err
 
 
 def test_estimate_arithmetic():
-    settings = benchmark.training_settings(10, adversarial_steps=3)
-    cells = [benchmark.Cell("clean", "v", "none", "clean"),
-             benchmark.Cell("clean", "v", "adversarial", "clean")]
-    em = protection_methods.ErrorMinimizingNoise(rounds=2, train_steps=1, steps=3, batch_size=10)
-    estimate = benchmark.estimate_seconds(cells, settings, {"em": em}, n_train=100, n_test=30, epochs={"v": 2},
+    registry = build_defenses(10, adversarial_steps=3)
+    cells = [plan.Cell("clean", "v", "none", "clean"),
+             plan.Cell("clean", "v", "adversarial", "clean")]
+    em = methods.ErrorMinimizingNoise(rounds=2, train_steps=1, steps=3, batch_size=10)
+    estimate = plan.estimate_seconds(cells, registry, {"em": em}, n_train=100, n_test=30, epochs={"v": 2},
                                           images_per_second=lambda name, stem, bf16: 10.0)
     # victims: 2 epochs × (100 training images × cost 1, then 4 + 30 test images at a third) / 10 images/s
     assert estimate["victims_seconds"] == pytest.approx(2 * 110 / 10 + 2 * 410 / 10)
@@ -358,13 +354,13 @@ def test_estimate_arithmetic():
     assert estimate["generation_seconds"] == pytest.approx(2 * (10 + 400) / 10)
 
 
-def test_a_setting_without_methods_says_what_to_pass():
-    settings = benchmark.training_settings(10)
+def test_a_defense_without_methods_says_what_to_pass():
+    registry = build_defenses(10)
     with pytest.raises(ValueError, match="give --defense_methods"):
-        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["none", "one-class"], ["clean"], ["em"],
-                             settings)
+        plan.plan_cells(["clean", "em"], ["test_resnet"], ["none", "one-class"], ["clean"], ["em"],
+                             registry)
     with pytest.raises(ValueError, match="give --transfer_methods"):
-        benchmark.plan_cells(["clean", "em"], ["test_resnet"], ["transfer"], ["clean"], ["tap"], settings)
+        plan.plan_cells(["clean", "em"], ["test_resnet"], ["transfer"], ["clean"], ["tap"], registry)
 
 
 def synthetic_report(majority_rate: float = 0.1, **accuracies: float) -> dict:
@@ -376,7 +372,7 @@ def synthetic_report(majority_rate: float = 0.1, **accuracies: float) -> dict:
 
 
 def test_sanity_passes_on_a_healthy_report():
-    checks = benchmark.sanity_checks(synthetic_report(clean=0.70, random=0.65, em=0.30, patch=0.55))
+    checks = reporting.sanity_checks(synthetic_report(clean=0.70, random=0.65, em=0.30, patch=0.55))
     assert [name for name, _, _ in checks] == [
         "clean v learns", "clean v beats the majority class", "sample-wise random noise barely hurts (v)",
         "EM bites (v)", "LSP-style patch noise bites (v)"]
@@ -392,34 +388,34 @@ def test_sanity_passes_on_a_healthy_report():
     (synthetic_report(clean=0.70, random=0.70, em=0.20, patch=0.62), "LSP-style patch noise bites (v)"),
 ])
 def test_sanity_fails_where_it_should(report, failing):
-    checks = benchmark.sanity_checks(report, clean_floor=0.55)
+    checks = reporting.sanity_checks(report, clean_floor=0.55)
     assert [name for name, passed, _ in checks if not passed] == [failing]
 
 
 def test_sanity_skips_rows_without_runs():
-    assert benchmark.sanity_checks(synthetic_report(random=0.3, em=0.1)) == []
+    assert reporting.sanity_checks(synthetic_report(random=0.3, em=0.1)) == []
 
 
 def test_training_images_protect_the_chosen_part():
     clean = torch.zeros(40, 4, 4, 3, dtype=torch.uint8)
     protected, labels = clean + 1, torch.arange(40) % 4
-    settings = benchmark.training_settings(4, protected_class=2)
-    half, half_labels = benchmark.training_set(settings["partial50"], clean, protected, labels, seed=0)
+    registry = build_defenses(4, protected_class=2)
+    half, half_labels = registry["partial50"].training_set(clean, protected, labels, seed=0)
     assert (half[:, 0, 0, 0] == 1).sum() == 20 and half_labels is labels
-    one_class, _ = benchmark.training_set(settings["one-class"], clean, protected, labels, seed=0)
+    one_class, _ = registry["one-class"].training_set(clean, protected, labels, seed=0)
     assert torch.equal(one_class[:, 0, 0, 0] == 1, labels == 2)
 
 
 def test_clean_reference_of_partial_protection_is_the_unprotected_part_alone():
     clean = torch.arange(40, dtype=torch.uint8)[:, None, None, None].expand(40, 4, 4, 3)
     labels = torch.arange(40) % 4
-    settings = benchmark.training_settings(4, protected_class=2)
-    protected_20, _ = benchmark.training_set(settings["partial20"], clean, clean + 100, labels, seed=0)
-    unprotected, unprotected_labels = benchmark.training_set(settings["partial20"], clean, None, labels, seed=0)
+    registry = build_defenses(4, protected_class=2)
+    protected_20, _ = registry["partial20"].training_set(clean, clean + 100, labels, seed=0)
+    unprotected, unprotected_labels = registry["partial20"].training_set(clean, None, labels, seed=0)
     kept = protected_20[:, 0, 0, 0] < 100  # the images partial20 leaves unprotected
     assert kept.sum() == 32
     assert torch.equal(unprotected, clean[kept]) and torch.equal(unprotected_labels, labels[kept])
-    everything, _ = benchmark.training_set(settings["none"], clean, None, labels, seed=0)
+    everything, _ = registry["none"].training_set(clean, None, labels, seed=0)
     assert everything is clean
 
 
@@ -451,15 +447,15 @@ def test_an_identity_batch_transform_changes_nothing():
     images, labels = torch.randint(0, 256, (32, 16, 16, 3), dtype=torch.uint8), torch.arange(32) % 4
     train = partial(train_victim, "test_resnet", "x", images, labels, images[:8], labels[:8], 4, epochs=1,
                     batch_size=16, progress=False)
-    catcher = benchmark.ModelCatcher()
+    catcher = reporting.ModelCatcher()
     assert train().history == train(batch_transform=catcher).history and catcher.model is not None
 
 
 def test_roc_auc():
     labels = np.array([0, 0, 1, 1])
     ordered = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
-    assert benchmark.roc_auc(ordered, labels) == 1.0 and benchmark.roc_auc(ordered[::-1], labels) == 0.0
-    assert benchmark.roc_auc(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 2])) == 1.0
+    assert reporting.roc_auc(ordered, labels) == 1.0 and reporting.roc_auc(ordered[::-1], labels) == 0.0
+    assert reporting.roc_auc(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 2])) == 1.0
 
 
 def test_speed_summary_takes_the_median_and_range_of_each_number(tmp_path):
@@ -468,6 +464,24 @@ def test_speed_summary_takes_the_median_and_range_of_each_number(tmp_path):
         paths.append(tmp_path / f"run{i}.json")
         paths[-1].write_text(json.dumps({"model": "m", "torch_threads": 2,
                                          "cifar_images_per_second": images_per_second}))
-    summary = benchmark_speed.main(["--summarize", *map(str, paths)])
+    summary = speed.main(["--summarize", *map(str, paths)])
     assert summary["cifar_images_per_second"] == {"median": 3000.0, "min": 2000.0, "max": 4000.0}
     assert "torch_threads" not in summary
+
+
+def test_options_override_the_protocol_and_unknown_keys_are_usage_errors(capsys):
+    args = protocols.parse_args(["--options", "em_rounds=3", "epsilon=4", "surrogate=mobilenetv3_small_050"])
+    assert (args.em_rounds, args.epsilon, args.surrogate, args.tap_steps) == (3, 4.0, "mobilenetv3_small_050", 10)
+    assert runner.build_methods(args, 10)["em"].step_size == pytest.approx(2.5 * 4 / 255 / 10)
+    for wrong, said in (("em_round=3", "KEY one of epsilon, surrogate"), ("em_rounds=many", "em_rounds takes a value of type int"),
+                        ("em_rounds", "expected KEY=VALUE")):
+        with pytest.raises(SystemExit):
+            protocols.parse_args(["--options", wrong])
+        assert said in capsys.readouterr().err
+
+
+def test_help_has_at_most_25_flags(capsys):
+    with pytest.raises(SystemExit):
+        protocols.parse_args(["--help"])
+    flags = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  -")]
+    assert len(flags) <= 25

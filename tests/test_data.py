@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_confounder.data import load_classification_data, load_split
+from modeling_confounder.hub_datasets import load_split
+from training.data import load_classification_data
 
 CLASSES = ["cat", "dog", "frog"]
 

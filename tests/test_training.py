@@ -2,38 +2,20 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
-from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from modeling_confounder import ConfounderGenerator
-
-TRAINING = Path(__file__).parents[1] / "training"
-sys.path.insert(0, str(TRAINING))
-
-import evaluate_unlearnability  # noqa: E402
-import summarize_evaluations  # noqa: E402
-import train_confounder  # noqa: E402
-from augmentation import crop_and_flip, scraper_transforms  # noqa: E402
-
-
-def tiny_dataset(folder: Path, rows: int = 40, size: int = 16, mode: str = "RGB", classes: int = 4) -> str:
-    rng = np.random.default_rng(0)
-    shape = (size, size, 3) if mode == "RGB" else (size, size)
-    split = lambda count: datasets.Dataset.from_dict(  # noqa: E731
-        {"picture": [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)) for _ in range(count)],
-         "target": [i % classes for i in range(count)]},
-        features=datasets.Features({"picture": datasets.Image(),
-                                    "target": datasets.ClassLabel(num_classes=classes)}))
-    datasets.DatasetDict({"train": split(rows), "test": split(rows // 2)}).save_to_disk(str(folder))
-    return str(folder)
+from modeling_confounder import ConfounderGenerator, protect
+from tests.helpers import tiny_dataset
+from training import evaluate, gan, losses, summarize, train
+from training.augmentation import crop_and_flip, scraper_transforms
+from training.models import weights_digest
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +23,24 @@ def dataset(tmp_path_factory) -> str:
     return tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
 
 
-def train_arguments(dataset: str, output_dir: Path, *extra: str) -> list[str]:
+def train_arguments(dataset: str, output_dir, *extra: str) -> list[str]:
     return ["--dataset_name", dataset, "--output_dir", str(output_dir), "--train_batch_size", "8",
             "--max_train_steps", "2", "--surrogate_model", "test_resnet", "--checkpointing_steps", "1", *extra]
 
 
 def test_two_training_steps_give_a_loadable_generator(dataset, tmp_path):
-    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    train.main(train_arguments(dataset, tmp_path / "run"))
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert (generator.config.in_channels, generator.config.num_classes) == (3, 4)
     assert sorted(path.name for path in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    assert "train_confounder.py" in (tmp_path / "run" / "README.md").read_text()
+    assert "accelerate launch -m training.train --dataset_name" in (tmp_path / "run" / "README.md").read_text()
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
-    assert np.abs(generator.protect(images, labels=[0, 3]).astype(int) - images).max() <= 8
+    assert np.abs(protect(generator, images, labels=[0, 3]).astype(int) - images).max() <= 8
 
 
 def test_grayscale_dataset_with_other_class_count(tmp_path):
     dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
-    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    train.main(train_arguments(dataset, tmp_path / "run"))
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert (generator.config.in_channels, generator.config.num_classes) == (1, 2)
 
@@ -66,20 +48,55 @@ def test_grayscale_dataset_with_other_class_count(tmp_path):
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_training_through_a_scrapers_grayscale_and_jpeg_with_a_strided_surrogate(tmp_path, mode):
     dataset = tiny_dataset(tmp_path / "data", mode=mode, size=20)  # not a multiple of JPEG's 16-pixel blocks
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--scraper_transforms", "grayscale", "jpeg",
-                                          "--jpeg_quality", "10", "20", "--surrogate_stem", "strided"))
-    assert "--scraper_transforms grayscale jpeg" in (tmp_path / "run" / "README.md").read_text()
+    train.main(train_arguments(dataset, tmp_path / "run", "--scraper_transforms", "grayscale", "jpeg:10-20",
+                                          "--surrogate_model", "test_resnet:strided"))
+    assert "--scraper_transforms grayscale jpeg:10-20" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--surrogate_model", "test_resnet", "test_resnet",
-                                          "--surrogate_stem", "full", "strided"))
+    train.main(train_arguments(dataset, tmp_path / "run", "--surrogate_model", "test_resnet:full",
+                               "test_resnet:strided"))
     card = (tmp_path / "run" / "README.md").read_text()
     assert "acc/surrogate_test_resnet_full" in card and "acc/surrogate_test_resnet_strided" in card
     with pytest.raises(SystemExit):
-        train_confounder.parse_args(train_arguments(dataset, tmp_path / "other", "--surrogate_stem", "full", "full",
-                                                    "strided"))
-    assert "one stem for all surrogates or one per surrogate (1), got 3" in capsys.readouterr().err
+        train.parse_args(train_arguments(dataset, tmp_path / "other", "--surrogate_model", "test_resnet:wide"))
+    assert "surrogate test_resnet:wide: the stem is one of auto, full, strided" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--label_predictor", "4", "1", "2"], "--label_predictor takes WIDTH and optionally EPOCHS, got 3"),
+    (["--generator_config", "depth=3"], "expected KEY=VALUE with KEY one of width, blocks, upsampling"),
+    (["--generator_config", "width=wide"], "--generator_config width= takes a whole number"),
+    (["--generator_config", "upsampling=nearest"], "upsampling must be one of pixel_shuffle, bilinear"),
+    (["--scraper_transforms", "grayscale:10-20"], "expected one of grayscale, jpeg or jpeg:LOW-HIGH"),
+    (["--epsilon", "300"], "epsilon is in pixel levels out of 255"),
+    (["--train_rows", "100"], "expected START:STOP"),
+])
+def test_bad_flags_are_named(dataset, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit):
+        train.parse_args(train_arguments(dataset, tmp_path / "run", *flags))
+    assert message in capsys.readouterr().err
+
+
+def test_grouped_flags_set_the_run(dataset, tmp_path):
+    config = train.parse_args(train_arguments(
+        dataset, tmp_path / "run", "--loss_weights", "2", "3", "0.5", "--learning_rates", "1e-4", "2e-4", "3e-4",
+        "--label_predictor", "16", "--generator_config", "width=8", "upsampling=bilinear", "--train_rows", "0:30",
+        "--scraper_transforms", "jpeg", "--push_to_hub", "me/generator"))
+    assert config.loss_weights == losses.LossWeights(2, 3, 0.5) and config.learning_rates == (1e-4, 2e-4, 3e-4)
+    assert (config.label_predictor_width, config.label_predictor_epochs) == (16, 20)
+    assert (config.generator_width, config.generator_blocks, config.generator_upsampling) == (8, 2, "bilinear")
+    assert config.train_rows == (0, 30) and config.jpeg_quality == (10, 50) and config.push_to_hub == "me/generator"
+    assert config.surrogate_stems() == [("test_resnet", "auto")]
+
+
+@pytest.mark.parametrize("parse_args", [train.parse_args, evaluate.parse_args])
+def test_an_entry_point_has_at_most_25_flags(parse_args, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = capsys.readouterr().out
+    flags = set(re.findall(r"^  (--\w+)", help_text, re.MULTILINE)) - {"--help"}
+    assert 10 < len(flags) <= 25
 
 
 @pytest.mark.parametrize("shape", [(64, 3, 32, 32), (5, 1, 28, 20), (3, 3, 7, 9)])
@@ -116,10 +133,10 @@ def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():
 
 
 def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):
-    train_confounder.main(train_arguments(dataset, tmp_path / "run"))
+    train.main(train_arguments(dataset, tmp_path / "run"))
     first = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--resume_from_checkpoint", "checkpoint-1",
-                                          "--max_train_steps", "3"))
+    train.main(train_arguments(dataset, tmp_path / "run", "--resume_from_checkpoint", "checkpoint-1",
+                               "--max_train_steps", "3"))
     assert "resumed from" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoint-3").is_dir()
     resumed = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
@@ -127,13 +144,13 @@ def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):
 
 
 def test_max_train_minutes_stops_saves_and_resumes(dataset, tmp_path, capsys):
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
+    train.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
                                           "--checkpointing_steps", "100", "--max_train_minutes", "0"))
     assert "--max_train_minutes 0: stopping at step 1 of 4" in capsys.readouterr().out
     assert (tmp_path / "run" / "checkpoint-1").is_dir()  # saved although off the checkpointing schedule
     assert '"steps": 1' in (tmp_path / "run" / "README.md").read_text()
     ConfounderGenerator.from_pretrained(tmp_path / "run")
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
+    train.main(train_arguments(dataset, tmp_path / "run", "--max_train_steps", "4",
                                           "--resume_from_checkpoint", "latest"))
     assert (tmp_path / "run" / "checkpoint-4").is_dir()
 
@@ -141,13 +158,13 @@ def test_max_train_minutes_stops_saves_and_resumes(dataset, tmp_path, capsys):
 def test_fine_tuning_checks_the_class_count(dataset, tmp_path):
     ConfounderGenerator(num_classes=10, width=8, num_blocks=1).save_pretrained(tmp_path / "ten")
     with pytest.raises(ValueError, match="train from scratch"):
-        train_confounder.main(train_arguments(dataset, tmp_path / "run",
-                                              "--pretrained_model_name_or_path", str(tmp_path / "ten")))
+        train.main(train_arguments(dataset, tmp_path / "run",
+                                              "--model", str(tmp_path / "ten")))
 
 
 def test_fine_tuning_starts_from_the_given_generator(dataset, tmp_path):
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "base")
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
+    train.main(train_arguments(dataset, tmp_path / "run", "--model",
                                           str(tmp_path / "base"), "--epsilon", "4"))
     config = ConfounderGenerator.from_pretrained(tmp_path / "run").config
     assert (config.width, config.epsilon) == (8, pytest.approx(4 / 255))
@@ -155,16 +172,14 @@ def test_fine_tuning_starts_from_the_given_generator(dataset, tmp_path):
 
 def test_missing_label_column_fails_before_training(dataset, tmp_path):
     with pytest.raises(ValueError, match="no label column 'nope'"):
-        train_confounder.main(train_arguments(dataset, tmp_path / "run", "--label_column_name", "nope"))
+        train.main(train_arguments(dataset, tmp_path / "run", "--label_column_name", "nope"))
 
 
 def test_accelerate_launch_with_two_cpu_processes(dataset, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(TRAINING / "train_confounder.py"),
-               *train_arguments(dataset, tmp_path / "run", "--label_predictor_width", "4",
-                                "--label_predictor_epochs", "1")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "training.train",
+               *train_arguments(dataset, tmp_path / "run", "--label_predictor", "4", "1")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
@@ -172,34 +187,24 @@ def test_accelerate_launch_with_two_cpu_processes(dataset, tmp_path):
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
 
 
-@pytest.mark.parametrize(("parts", "message"), [(["bogus"], "unknown part 'bogus'"), ([], "usage:")])
-def test_gpu_session_parses_and_checks_its_parts_before_doing_anything(parts, message, tmp_path):
-    script = TRAINING / "gpu_session.sh"
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    result = subprocess.run(["bash", str(script), *parts], capture_output=True, text=True, check=False,
-                            env={**os.environ, "OUT": str(tmp_path / "out")})
-    assert result.returncode == 2 and message in result.stderr
-    assert not (tmp_path / "out").exists()  # nothing installed, nothing run
-
-
 def test_evaluation_script_writes_a_report(dataset, tmp_path, capsys):
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "generator")
-    report = evaluate_unlearnability.main([
-        "--dataset_name", dataset, "--generator", str(tmp_path / "generator"), "--victims", "test_resnet",
+    report = evaluate.main([
+        "--dataset_name", dataset, "--model", str(tmp_path / "generator"), "--victims", "test_resnet",
         "--settings", "clean", "labels", "label-free", "owner", "--epochs", "1", "--batch_size", "16",
         "--bf16_victims", "test_resnet", "--output_json", str(tmp_path / "report.json")])
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
     assert [run["setting"] for run in report["runs"]] == ["clean", "labels", "label-free", "owner"]
-    assert report["command"].startswith("python training/evaluate_unlearnability.py --dataset_name ")
+    assert report["command"].startswith("python -m training.evaluate --dataset_name ")
     for run in report["runs"]:
         assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and len(run["history"]) == 1 and run["seed"] == 0
         assert run["bf16"]
     for quality in report["quality"].values():
         assert 0 < quality["linf_pixels"] <= 8 and quality["psnr"] > 30 and 0 < quality["ssim"] <= 1
     assert "| test_resnet | labels | 0 |" in capsys.readouterr().out
-    weights = evaluate_unlearnability.weights_digest(ConfounderGenerator.from_pretrained(tmp_path / "generator"))
+    weights = weights_digest(ConfounderGenerator.from_pretrained(tmp_path / "generator"))
     assert report["generator_weights"] == weights
-    table = summarize_evaluations.summarize([tmp_path / "report.json"])
+    table = summarize.summarize([tmp_path / "report.json"])
     assert table.count("\n| test_resnet (1) |") == 4 and f"| generator | label-free | {weights[:7]} | 0 |" in table
 
 
@@ -208,21 +213,21 @@ def test_weights_digest_tells_weights_apart():
     first = ConfounderGenerator(num_classes=4, width=8, num_blocks=1)
     torch.manual_seed(1)
     second = ConfounderGenerator(num_classes=4, width=8, num_blocks=1)
-    digest = evaluate_unlearnability.weights_digest(first)
-    assert len(digest) == 12 and digest != evaluate_unlearnability.weights_digest(second)
+    digest = weights_digest(first)
+    assert len(digest) == 12 and digest != weights_digest(second)
     second.load_state_dict(first.state_dict())
-    assert evaluate_unlearnability.weights_digest(second) == digest
+    assert weights_digest(second) == digest
 
 
 def test_evaluation_rejects_bf16_for_a_victim_it_does_not_train(capsys):
     with pytest.raises(SystemExit):
-        evaluate_unlearnability.parse_args(["--dataset_name", "x", "--victims", "test_resnet",
+        evaluate.parse_args(["--dataset_name", "x", "--victims", "test_resnet",
                                             "--bf16_victims", "mobilenetv3_small_100"])
     assert "--bf16_victims mobilenetv3_small_100: not among --victims (test_resnet)" in capsys.readouterr().err
 
 
 def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
-    report = evaluate_unlearnability.main([
+    report = evaluate.main([
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
         "--batch_size", "16", "--seeds", "0", "1", "--output_json", str(tmp_path / "report.json")])
     runs = report["runs"]
@@ -231,19 +236,18 @@ def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
     assert runs[0]["history"] != runs[1]["history"] or runs[0]["train_acc"] != runs[1]["train_acc"]
     mean = (runs[0]["test_acc"] + runs[1]["test_acc"]) / 2
     assert f"| test_resnet | clean | 2 | {mean:.1%} |" in capsys.readouterr().out
-    means = summarize_evaluations.summarize([tmp_path / "report.json"], means=True)
+    means = summarize.summarize([tmp_path / "report.json"], means=True)
     each = f"{runs[0]['test_acc']:.1%} / {runs[1]['test_acc']:.1%}"
     error = abs(runs[0]["test_acc"] - runs[1]["test_acc"]) / 2  # two runs: the stdev over √2 is half the gap
     assert means.splitlines()[2] == f"| test_resnet (1) | all | – | clean | 2 | {each} | {mean:.1%} | {error:.1%} |"
-    again = evaluate_unlearnability.main([
+    again = evaluate.main([
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
         "--batch_size", "16", "--seed", "1", "--output_json", str(tmp_path / "again.json")])
     assert again["runs"][0]["history"] == runs[1]["history"]  # --seed N is the same as --seeds N
 
 
 def test_label_predictor_is_fitted_then_frozen(dataset, tmp_path, capsys):
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--label_predictor_width", "4",
-                                          "--label_predictor_epochs", "1"))
+    train.main(train_arguments(dataset, tmp_path / "run", "--label_predictor", "4", "1"))
     assert "label predictor: training accuracy" in capsys.readouterr().out
     generator = ConfounderGenerator.from_pretrained(tmp_path / "run")
     assert generator.config.predictor_width == 4 and generator.config.predictor_resolution == 16
@@ -255,8 +259,8 @@ def test_a_pretrained_generator_switches_upsampling_with_its_noise_and_predictor
     torch.manual_seed(0)
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1, predictor_width=4,
                         predictor_resolution=16).save_pretrained(tmp_path / "base")
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
-                                          str(tmp_path / "base"), "--generator_upsampling", "bilinear",
+    train.main(train_arguments(dataset, tmp_path / "run", "--model",
+                                          str(tmp_path / "base"), "--generator_config", "upsampling=bilinear",
                                           "--max_train_steps", "0"))
     base = ConfounderGenerator.from_pretrained(tmp_path / "base").eval()
     switched = ConfounderGenerator.from_pretrained(tmp_path / "run").eval()
@@ -266,16 +270,33 @@ def test_a_pretrained_generator_switches_upsampling_with_its_noise_and_predictor
     # The new head's half-resolution map is the mean of the old head's four sub-pixels.
     features = F.relu(torch.randn(2, 8, 5, 7))
     torch.testing.assert_close(switched.head(features), F.avg_pool2d(F.pixel_shuffle(base.head(features), 2), 2))
-    back = train_confounder.converted_head(switched.head.weight, switched.head.bias, "pixel_shuffle")
+    back = gan.converted_head(switched.head.weight, switched.head.bias, "pixel_shuffle")
     assert torch.equal(back["head.weight"][4:8], switched.head.weight[1:2].expand(4, -1, -1, -1))
 
 
 def test_a_label_predictor_can_be_added_to_a_trained_generator(dataset, tmp_path):
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "base")
-    train_confounder.main(train_arguments(dataset, tmp_path / "run", "--pretrained_model_name_or_path",
-                                          str(tmp_path / "base"), "--label_predictor_width", "4",
-                                          "--label_predictor_epochs", "1", "--max_train_steps", "0"))
+    train.main(train_arguments(dataset, tmp_path / "run", "--model",
+                                          str(tmp_path / "base"), "--label_predictor", "4", "1",
+                                          "--max_train_steps", "0"))
     base = ConfounderGenerator.from_pretrained(tmp_path / "base").state_dict()
     extended = ConfounderGenerator.from_pretrained(tmp_path / "run").state_dict()
     assert all(torch.equal(base[key], extended[key]) for key in base)
     assert any(key.startswith("label_predictor.") for key in extended)
+
+
+def test_the_data_flags_load_the_chosen_rows_of_both_splits(dataset):
+    import argparse
+
+    from training.data import add_data_arguments, load_train_and_test
+
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    args = parser.parse_args(["--dataset_name", dataset, "--train_rows", "4:14", "--test_rows", "0:6",
+                              "--resolution", "8"])
+    train_split, test_split = load_train_and_test(args)
+    assert train_split.images.shape == (10, 8, 8, 3) and train_split.labels.tolist()[:2] == [0, 1]
+    assert test_split.images.shape == (6, 8, 8, 3) and test_split.num_classes == 4
+    without_test = argparse.ArgumentParser()
+    add_data_arguments(without_test, test_split=False)
+    assert "--test_rows" not in without_test.format_help() and "--train_rows" in without_test.format_help()

@@ -18,12 +18,14 @@ import torch
 import torch.nn.functional as F
 from kornia.enhance import jpeg_codec_differentiable
 
-from modeling_confounder.protect import luma
+from modeling_confounder.images import luma
 
 SCRAPER_TRANSFORMS = ("grayscale", "jpeg")
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image randomly cropped from its zero-padded self (padding 1/8 of the side) and flipped with
+    probability 1/2; offsets, then flips are drawn from ``generator``."""
     pad = max(1, images.shape[-1] // 8)
     padded = F.pad(images, (pad, pad, pad, pad))
     offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator).to(images.device)

@@ -1,4 +1,8 @@
-"""What a data scraper can do against unlearnable examples: the victim-side defenses of ``benchmark.py``.
+"""What a data scraper can do against unlearnable examples: the victim-side defenses of ``training.benchmark``.
+
+``build_defenses`` is the registry: each name maps to a ``Defense``, how a victim trains. A new defense is a
+function below and one line there. Besides the scraper's defenses, the registry holds the benchmark's other
+training conditions: protecting only part of the training set, and noise made with another surrogate.
 
 Data-level, on uint8 NHWC image tensors before training:
 - ``grayscale``: luma only, as three equal channels; many shortcuts live in colour. With JPEG at quality 10 it
@@ -25,15 +29,18 @@ CutMix and Mixup draw their mixing weight from Beta(1, 1), i.e. uniformly: the p
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from protection_methods import pgd
 from torch import nn
 
-from modeling_confounder.protect import LUMA, array_to_pil, pil_to_array
+from modeling_confounder.images import LUMA, array_to_pil, pil_to_array
+from training.attacks import pgd
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -112,3 +119,63 @@ def adversarial_training(model: nn.Module, images: torch.Tensor, labels: torch.T
     start = (images + start).clamp(0, 1) - images
     noise = pgd(model, images, labels, epsilon, steps, 2.5 * epsilon / steps, maximize=True, noise=start)
     return images + noise, labels
+
+
+@dataclass(frozen=True)
+class Defense:
+    """How a victim trains: a scraper's defense, or which part of the training set is protected."""
+
+    data_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # on the uint8 NHWC training images
+    on_test_images: bool = False  # the test images too: a model trained on gray images is tested on gray ones
+    batch_transform: Callable | None = None  # see training.victim.train_victim
+    cost: float = 1.0  # training time relative to no defense, for the time estimate
+    protected_fraction: float = 1.0
+    protected_class: int | None = None
+    transfer: bool = False  # the method's noise comes from the transfer surrogate instead of its own
+
+    @property
+    def protects_part(self) -> bool:
+        """Only part of the data is protected (a random fraction, or one class)."""
+        return self.protected_fraction < 1 or self.protected_class is not None
+
+    def training_set(self, clean: torch.Tensor, protected: torch.Tensor | None, labels: torch.Tensor,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The victim's training images and labels: protected where this defense protects (all, a random
+        fraction, one class).
+
+        ``protected=None`` (clean data) under partial protection keeps only the images that stay unprotected:
+        the reference for partial protection is what a victim learns from the clean part alone, so that a
+        protection that works leaves the victim no better than that (Huang et al., ICLR 2021, section 4.2).
+        """
+        if self.protected_class is not None:
+            mask = labels == self.protected_class
+        else:
+            mask = torch.zeros(len(labels), dtype=torch.bool)
+            chosen = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+            mask[chosen[:round(self.protected_fraction * len(labels))]] = True
+        if protected is None:
+            images, labels = (clean[~mask], labels[~mask]) if self.protects_part else (clean, labels)
+        else:
+            images = torch.where(mask[:, None, None, None], protected, clean)
+        return (images if self.data_transform is None else self.data_transform(images)), labels
+
+
+def build_defenses(num_classes: int, protected_class: int = 0, adversarial_epsilon: float = 4 / 255,
+                   adversarial_steps: int = 3) -> dict[str, Defense]:
+    """Every defense by name, in the benchmark's order (ε of adversarial training in [0, 1] units)."""
+    adversarial = partial(adversarial_training, epsilon=adversarial_epsilon, steps=adversarial_steps)
+    return {
+        "none": Defense(),
+        "grayscale": Defense(grayscale, on_test_images=True),
+        **{f"jpeg{quality}": Defense(partial(jpeg, quality=quality)) for quality in (10, 50, 75)},
+        "cutout": Defense(batch_transform=cutout),
+        "cutmix": Defense(batch_transform=partial(cutmix, num_classes=num_classes)),
+        "mixup": Defense(batch_transform=partial(mixup, num_classes=num_classes)),
+        "adversarial": Defense(batch_transform=adversarial, cost=1 + adversarial_steps),
+        **{f"partial{percent}": Defense(protected_fraction=percent / 100) for percent in (20, 50, 80)},
+        "one-class": Defense(protected_class=protected_class),
+        "transfer": Defense(transfer=True),
+    }
+
+
+DEFENSES = tuple(build_defenses(num_classes=2))  # the names

@@ -1,7 +1,7 @@
 """Train a victim classifier from scratch, as a data scraper would, and measure it on clean test images.
 
-Used by ``evaluate_unlearnability.py`` (and the benchmark). Standard augmentation: random crop with zero padding
-of 1/8 of the side (4 px at 32×32) and horizontal flip; SGD with Nesterov momentum and a one-cycle schedule.
+Used by ``training.evaluate`` and the benchmark. Standard augmentation (random crop with zero padding of 1/8 of the
+side, 4 px at 32×32, and horizontal flip); SGD with Nesterov momentum and a one-cycle schedule (``fitting.py``).
 Tensor conventions: images are uint8 NHWC tensors until batched, then NCHW float in [0, 1].
 """
 
@@ -10,20 +10,26 @@ from __future__ import annotations
 import platform
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from augmentation import crop_and_flip
 from tqdm.auto import tqdm
 
-from modeling_confounder.classifiers import create_classifier
+from modeling_confounder.images import to_float
+from modeling_confounder.pipeline import default_device
+from modeling_confounder.quality import image_quality
+
+from .fitting import BatchTransform, Optimization, epoch_batches, fit_batches, make_optimizer
+from .models import create_classifier
 
 
 @dataclass
 class VictimResult:
+    """One victim run: clean test accuracy after the last epoch and at its best, training accuracy in the last
+    epoch, seconds, the test accuracy after each epoch, and whether it trained under bfloat16."""
+
     victim: str
     setting: str
     test_acc: float
@@ -48,16 +54,19 @@ def cpu_name() -> str:
 
 
 def hardware_summary() -> str:
+    """Machine, CPU, GPU (or CPU threads) and torch version, for reports."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{torch.get_num_threads()} CPU threads"
     return f"{platform.machine()} {cpu_name()}, {device}, torch {torch.__version__}"
 
 
-def as_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return images.to(device).permute(0, 3, 1, 2).float().div_(255).contiguous(memory_format=torch.channels_last)
+def as_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 NHWC images as float NCHW in [0, 1] on ``device``, channels-last in memory as the victims are."""
+    return to_float(images.to(device)).contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` on uint8 NHWC ``images``."""
     model.eval()
     device = next(model.parameters()).device
     correct = 0
@@ -65,6 +74,17 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
         logits = model(as_float(images[start:start + batch_size], device))
         correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
     return correct / len(images)
+
+
+def protection_quality(clean: np.ndarray, protected: np.ndarray) -> dict[str, float | None]:
+    """Mean PSNR and SSIM over two sets of uint8 NHWC images (SSIM None for images smaller than its 7×7
+    window), and the largest per-pixel change (in [0, 1] units and in pixel levels)."""
+    measured = [image_quality(a, b) for a, b in zip(clean, protected)]
+    ssim = [value for _, value in measured]
+    linf = np.abs(protected.astype(np.int16) - clean.astype(np.int16)).max() / 255
+    return {"psnr": float(np.mean([psnr for psnr, _ in measured])),
+            "ssim": None if None in ssim else float(np.mean(ssim)), "linf": float(linf),
+            "linf_pixels": round(linf * 255)}
 
 
 def bf16_victims_error(bf16_victims: list[str], victims: list[str]) -> str | None:
@@ -86,49 +106,32 @@ def train_victim(
     learning_rate: float = 0.05,
     seed: int = 0,
     progress: bool = True,
-    batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
+    batch_transform: BatchTransform | None = None,
     bf16: bool = False,
 ) -> VictimResult:
-    """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images``.
+    """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images`` after
+    each epoch; ``setting`` names the training data in the result and the progress bar.
 
-    ``batch_transform(model, images, labels, generator) -> (images, targets)`` lets a scraper's defense
-    (Cutout, CutMix, Mixup, adversarial training: see ``defenses.py``) rewrite each augmented batch; targets
-    are class indices or class probabilities, and train accuracy is still counted against the true labels.
-    ``bf16`` runs the training forward pass under bfloat16 autocast: on CPUs with AVX512-BF16 it halves
-    test_resnet's time, but it slows depthwise models such as MobileNetV3, so it is a per-victim choice.
-    Testing stays in float32.
+    ``batch_transform``: a scraper's defense (Cutout, CutMix, Mixup, adversarial training: see ``defenses.py``),
+    as in ``fitting.fit_batches``. ``bf16`` runs the training forward pass under bfloat16 autocast: on CPUs with
+    AVX512-BF16 it halves test_resnet's time, but it slows depthwise models such as MobileNetV3, so it is a
+    per-victim choice. Testing stays in float32.
     """
     torch.manual_seed(seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(default_device())
     model = create_classifier(victim, num_classes, train_images.shape[-1], train_images.shape[1])
     model = model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9, nesterov=True,
-                                weight_decay=5e-4)
     steps_per_epoch = -(-len(train_images) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=epochs * steps_per_epoch,
-                                                    pct_start=0.25)
+    optimizer, schedule = make_optimizer(model, Optimization("sgd", learning_rate, warmup=0.25),
+                                         epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(seed)
     history: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=epochs * steps_per_epoch, desc=f"{victim} on {setting}", disable=not progress, leave=False)
     for _ in range(epochs):
-        model.train()
-        correct = 0
-        for indices in torch.randperm(len(train_images), generator=shuffle).split(batch_size):
-            images = crop_and_flip(as_float(train_images[indices], device), shuffle)
-            labels = train_labels[indices].to(device)
-            targets = labels
-            if batch_transform is not None:
-                images, targets = batch_transform(model, images, labels, shuffle)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model(images)
-                loss = F.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            correct += (logits.argmax(1) == labels).sum().item()
-            bar.update()
+        correct = fit_batches(model, optimizer, schedule, epoch_batches(len(train_images), batch_size, shuffle),
+                              lambda indices: as_float(train_images[indices], device), train_labels, shuffle,
+                              batch_transform, bf16, bar.update)
         history.append(accuracy(model, test_images, test_labels))
         bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}", test_acc=f"{history[-1]:.3f}")
     bar.close()

@@ -1,7 +1,7 @@
-"""One markdown table from several ``evaluate_unlearnability.py`` JSON reports (for the README and model card).
+"""One markdown table from several ``training.evaluate`` JSON reports (for the README and model card).
 
-    python training/summarize_evaluations.py results/eval_*.json           # one row per victim run
-    python training/summarize_evaluations.py --means results/eval_*.json   # one row per cell, over victim seeds
+    python -m training.summarize results/eval_*.json           # one row per victim run
+    python -m training.summarize --means results/eval_*.json   # one row per cell, over victim seeds
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def summarize(paths: list[Path], means: bool = False) -> str:
         rows = report["train_rows"]
         rows = f"{rows[0]:,}–{rows[1] - 1:,}" if rows else "all"
         generator = Path(report["generator"]).name
-        weights = (report.get("generator_weights") or "–")[:7]  # "–": clean data, or reports from before it
+        weights = (report.get("generator_weights") or "–")[:7]  # "–": clean data, or reports without it
         for run in report["runs"]:
             setting = run["setting"]
             quality = report["quality"].get(setting)
             agreement = report.get("label_agreement") if setting == "label-free" else None
             # Grouped by victim, then training rows, then setting, whatever order the files come in.
-            # Reports written before --seeds did not record the victim seed: "–".
+            # Reports without a victim seed show "–".
             seed = run.get("seed")
             key = (run["victim"], report["epochs"], tuple(report["train_rows"] or [0]),
                    SETTING_ORDER.index(setting), generator, -1 if seed is None else seed)
@@ -36,7 +36,8 @@ def summarize(paths: list[Path], means: bool = False) -> str:
             columns = ("–" if setting == "clean" else weights, "–" if seed is None else str(seed),
                        f"{run['test_acc']:.1%}", f"{run['best_test_acc']:.1%}",
                        f"{run['train_acc']:.1%}", "–" if agreement is None else f"{agreement:.1%}",
-                       *((f"{quality['psnr']:.1f} dB", f"{quality['ssim']:.3f}", f"{quality['linf_pixels']}/255")
+                       *((f"{quality['psnr']:.1f} dB", "–" if quality["ssim"] is None else f"{quality['ssim']:.3f}",
+                          f"{quality['linf_pixels']}/255")
                          if quality else ("–", "–", "–")))
             runs.append((key, cell, columns, run["test_acc"]))
     runs.sort(key=lambda run: run[0])
@@ -61,9 +62,15 @@ def summarize(paths: list[Path], means: bool = False) -> str:
                         for cell, accuracies in cells.items())])
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reports", nargs="+", type=Path)
+    parser.add_argument("reports", nargs="+", type=Path, help="JSON reports of python -m training.evaluate")
     parser.add_argument("--means", action="store_true", help="one row per cell: each victim run and their mean")
-    arguments = parser.parse_args()
-    print(summarize(arguments.reports, arguments.means))
+    arguments = parser.parse_args(argv)
+    table = summarize(arguments.reports, arguments.means)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,12 +1,13 @@
-"""How fast is protection? Times ``ConfounderGenerator.protect`` on the hot paths and writes JSON.
+"""How fast is protection? Times ``modeling_confounder.protect`` on the hot paths and writes JSON.
 
-Measures (ConfounderGAN, Tian et al., NeurIPS 2022; uint8 images in, uint8 images out, ε from the model):
+Measures (ConfounderGAN, Tian et al., NeurIPS 2022, arXiv 2212.01767; uint8 images in, uint8 images out, ε from
+the model):
 - CIFAR-size throughput: a uint8 NHWC batch of 32×32 RGB images, images per second;
 - one 1-megapixel photo (1000×1000 RGB PIL image), seconds;
 - peak resident memory of a fresh process that loads the model and protects one 12-megapixel photo (4000×3000).
 
-    python training/benchmark_speed.py --output_json results/speed.json
-    python training/benchmark_speed.py --summarize results/speed-repeats/2026-11-29-folded-*.json
+    python -m training.speed --output_json results/speed.json
+    python -m training.speed --summarize results/speed-repeats/2026-11-29-folded-*.json
 
 A benchmark, not a test: numbers depend on the machine, which is recorded with them. On a shared 2-core machine
 images per second move by up to a fifth from run to run, so report several runs: ``--summarize`` prints the
@@ -21,14 +22,17 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from victim import hardware_summary
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder.pipeline import protect
+
+from .victim import hardware_summary
 
 # Peak resident memory from /proc (VmHWM, in kB): unlike ru_maxrss, it starts afresh at exec instead of
 # inheriting the parent's high-water mark.
@@ -36,16 +40,18 @@ PEAK_MEMORY_SCRIPT = """
 import re, sys, numpy as np
 from PIL import Image
 from modeling_confounder import ConfounderGenerator
+from modeling_confounder.pipeline import protect
 peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 generator = ConfounderGenerator.from_pretrained(sys.argv[1])
 photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
 before = peak()
-generator.protect(photo)
+protect(generator, photo)
 print(before, peak())
 """
 
 
-def best_seconds(function, repeats: int) -> float:
+def best_seconds(function: Callable[[], object], repeats: int) -> float:
+    """The median time of ``repeats`` calls after a warm-up call."""
     function()  # warm-up: first calls pay for kernel selection and allocation
     times = []
     for _ in range(repeats):
@@ -71,11 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--summarize", nargs="+", type=Path, metavar="JSON",
                         help="summarize earlier reports instead of measuring")
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--cifar_images", type=int, default=8192)
-    parser.add_argument("--batch_size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output_json", type=Path, default=None)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the generator to time (folder or Hub id)")
+    parser.add_argument("--cifar_images", type=int, default=8192, help="32x32 images per throughput measurement")
+    parser.add_argument("--batch_size", type=int, default=512, help="protect's batch size for the 32x32 images")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (the median counts)")
+    parser.add_argument("--output_json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     if args.summarize:
         return summarize(args.summarize)
@@ -84,8 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(0)
     cifar = rng.integers(0, 256, (args.cifar_images, 32, 32, 3), dtype=np.uint8)
     photo = Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
-    cifar_seconds = best_seconds(lambda: generator.protect(cifar, batch_size=args.batch_size), args.repeats)
-    photo_seconds = best_seconds(lambda: generator.protect(photo), args.repeats)
+    cifar_seconds = best_seconds(lambda: protect(generator, cifar, batch_size=args.batch_size), args.repeats)
+    photo_seconds = best_seconds(lambda: protect(generator, photo), args.repeats)
     measured = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(args.model)], capture_output=True,
                               text=True, check=True).stdout.split()
     kilobytes_before, kilobytes_peak = (int(value) for value in measured)

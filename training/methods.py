@@ -1,8 +1,10 @@
-"""Ways to make images unlearnable, all within the same L∞ budget ε (8/255): the methods of ``benchmark.py``.
+"""Ways to make images unlearnable, all within the same L∞ budget ε (8/255): the methods of ``training.benchmark``.
 
 A method protects uint8 NHWC image tensors and returns uint8 NHWC tensors that differ from them by at most
 round(ε·255) levels per pixel. ``fit`` protects a training set, first learning whatever the method needs (a
 surrogate classifier, a generator); ``perturb`` then protects new images with what ``fit`` learned.
+``METHODS`` is the registry: a name maps to a class's ``from_options``, which reads the benchmark's options
+(ε, seed, surrogate, budgets). A new method is one class and one line there.
 
 - ``Clean``: no noise, the reference.
 - ``UniformNoise``: sample-wise uniform noise in [-ε, ε], the control that should barely hurt
@@ -15,12 +17,12 @@ surrogate classifier, a generator); ``perturb`` then protects new images with wh
 - ``TargetedAdversarialPoison``: TAP, targeted PGD toward another class against a surrogate trained on clean
   data (Fowl et al., "Adversarial Examples Make Strong Poisons", NeurIPS 2021).
 - ``ConfounderGAN`` / ``TrainedConfounderGAN``: the generator of this repo (Tian et al., "ConfounderGAN:
-  Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022), shipped or trained by
-  ``train_confounder.py``.
+  Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022, arXiv 2212.01767), shipped or trained
+  by ``training.gan.train_generator``.
 
 EM and TAP are cheap versions for 2 CPU cores: a strided surrogate (the timm model keeps its ImageNet stem and
-works at a quarter of the resolution: test_resnet runs about 7× faster so) and few PGD steps. Their budgets
-are fields, exposed by ``benchmark.py`` as arguments.
+works at a quarter of the resolution, about 7× faster for test_resnet) and few PGD steps. Their budgets are
+fields, set by the benchmark's ``--options``.
 """
 
 from __future__ import annotations
@@ -28,53 +30,29 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
+from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import NamedTuple
 
-import datasets
 import torch
-import torch.nn.functional as F
-import train_confounder
-from augmentation import crop_and_flip
 from torch import nn
-from victim import as_float
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
-from modeling_confounder.classifiers import create_classifier
-from modeling_confounder.protect import array_to_pil
+from modeling_confounder.images import add_noise
+from modeling_confounder.pipeline import default_device, protect
+from training.attacks import pgd
+from training.data import ImageClassificationData
+from training.fitting import Optimization, fit_batches, make_optimizer, random_batches
+from training.gan import GeneratorTrainingConfig, train_generator
+from training.models import create_classifier, weights_digest
+from training.victim import as_float
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def add_noise(images: torch.Tensor, noise: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """uint8 NHWC ``images`` plus float NCHW ``noise``, rounded to whole levels within ±round(ε·255)."""
-    levels = round(epsilon * 255)
-    steps = (noise.detach() * 255).round().clamp(-levels, levels).to(torch.int16).permute(0, 2, 3, 1).cpu()
-    return (images.to(torch.int16) + steps).clamp(0, 255).to(torch.uint8)
-
-
-def pgd(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, epsilon: float, steps: int,
-        step_size: float, maximize: bool, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Projected sign-gradient steps on the noise δ (Madry et al., ICLR 2018), from ``noise`` or zero.
-
-    ``maximize`` ascends the cross-entropy (an attack: adversarial training); otherwise it descends it toward
-    ``targets`` (error-minimizing noise with the true labels, TAP with other labels). Returns δ with |δ| ≤ ε
-    and x + δ in [0, 1]; the model's parameters get no gradient.
-    """
-    noise = torch.zeros_like(images) if noise is None else noise.detach().clone()
-    for _ in range(steps):
-        noise.requires_grad_(True)
-        loss = F.cross_entropy(model(images + noise), targets)
-        (gradient,) = torch.autograd.grad(loss, noise)
-        step = step_size * gradient.sign()
-        noise = (noise.detach() + (step if maximize else -step)).clamp(-epsilon, epsilon)
-        noise = (images + noise).clamp(0, 1) - images
-    return noise.detach()
+    return torch.device(default_device())
 
 
 def surrogate_classifier(name: str, num_classes: int, channels: int, resolution: int) -> nn.Module:
@@ -82,19 +60,9 @@ def surrogate_classifier(name: str, num_classes: int, channels: int, resolution:
     return create_classifier(name, num_classes, channels, resolution, small_input_stem=False).to(device())
 
 
-def train_surrogate(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                    labels: torch.Tensor, steps: int, batch_size: int, generator: torch.Generator,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
-    """``steps`` SGD steps on random batches of float NCHW ``images``, with the victims' crop and flip."""
-    model.train()
-    for _ in range(steps):
-        indices = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
-        loss = F.cross_entropy(model(crop_and_flip(images[indices], generator)), labels[indices])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+def pgd_step_size(epsilon_levels: float, steps: int) -> float:
+    """2.5·ε/steps: PGD can cross the ε-ball within one call (Madry et al., ICLR 2018)."""
+    return 2.5 * (epsilon_levels / 255) / steps
 
 
 class SurrogateWork(NamedTuple):
@@ -133,6 +101,11 @@ class Method:
         """The surrogate work of ``fit`` on ``num_images`` images; None when it trains nothing."""
         return None
 
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        """The method as the benchmark's options set it (``options.epsilon`` in levels out of 255)."""
+        return cls(epsilon=options.epsilon / 255, seed=options.seed, **fixed)
+
 
 @dataclass
 class Clean(Method):
@@ -155,6 +128,10 @@ class ClasswiseNoise(Method):
     """One uniform [-ε, ε] pattern per class, the same for all its images (Huang et al., ICLR 2021)."""
 
     num_classes: int = 10
+
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, num_classes=num_classes, **fixed)
 
     def patterns(self, channels: int, height: int, width: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
@@ -199,12 +176,26 @@ class SurrogateMethod(Method):
     def __post_init__(self) -> None:
         self.model: nn.Module | None = None
 
-    def new_surrogate(self, images: torch.Tensor) -> tuple[nn.Module, torch.optim.Optimizer]:
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, num_classes=num_classes, surrogate=options.surrogate,
+                                    **fixed)
+
+    def new_surrogate(self, images: torch.Tensor, warmup: float | None = None, total_steps: int = 0
+                      ) -> tuple[nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """A fresh surrogate for float NCHW ``images``, its SGD optimizer and (with ``warmup``) a one-cycle
+        schedule over ``total_steps``."""
         torch.manual_seed(self.seed)
         model = surrogate_classifier(self.surrogate, self.num_classes, images.shape[1], images.shape[-1])
-        optimizer = torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=0.9,
-                                    weight_decay=5e-4)
-        return model, optimizer
+        optimization = Optimization(learning_rate=self.learning_rate, warmup=warmup, nesterov=False)
+        return model, *make_optimizer(model, optimization, total_steps)
+
+    def train_surrogate(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        schedule: torch.optim.lr_scheduler.LRScheduler | None, images: torch.Tensor,
+                        labels: torch.Tensor, steps: int, generator: torch.Generator) -> None:
+        """``steps`` steps on random batches of float NCHW ``images``, with the victims' crop and flip."""
+        batches = random_batches(len(images), self.batch_size, steps, generator)
+        fit_batches(model, optimizer, schedule, batches, images.__getitem__, labels, generator)
 
     def fitted_model(self) -> nn.Module:
         if self.model is None:
@@ -228,15 +219,21 @@ class ErrorMinimizingNoise(SurrogateMethod):
     train_steps: int = 10
     stop_accuracy: float = 0.99
 
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, rounds=options.em_rounds,
+                                    train_steps=options.em_train_steps, steps=options.em_steps,
+                                    step_size=pgd_step_size(options.epsilon, options.em_steps), **fixed)
+
     def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         clean = as_float(images, device())
         labels = labels.to(clean.device)
         noise = torch.zeros_like(clean)
-        model, optimizer = self.new_surrogate(clean)
+        model, optimizer, _ = self.new_surrogate(clean)
         generator = torch.Generator().manual_seed(self.seed)
         for round_index in range(self.rounds):
-            train_surrogate(model, optimizer, (clean + noise).clamp(0, 1), labels, self.train_steps,
-                            self.batch_size, generator)
+            self.train_surrogate(model, optimizer, None, (clean + noise).clamp(0, 1), labels, self.train_steps,
+                                 generator)
             model.eval()
             correct = 0
             for batch in torch.arange(len(clean)).split(self.batch_size):
@@ -277,13 +274,18 @@ class TargetedAdversarialPoison(SurrogateMethod):
 
     surrogate_epochs: int = 5
 
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, surrogate_epochs=options.tap_epochs,
+                                    steps=options.tap_steps,
+                                    step_size=pgd_step_size(options.epsilon, options.tap_steps), **fixed)
+
     def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         clean = as_float(images, device())
-        model, optimizer = self.new_surrogate(clean)
         steps = max(1, self.surrogate_epochs * len(clean) // self.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.learning_rate, total_steps=steps)
-        train_surrogate(model, optimizer, clean, labels.to(clean.device), steps, self.batch_size,
-                        torch.Generator().manual_seed(self.seed), scheduler)
+        model, optimizer, schedule = self.new_surrogate(clean, warmup=0.3, total_steps=steps)
+        self.train_surrogate(model, optimizer, schedule, clean, labels.to(clean.device), steps,
+                             torch.Generator().manual_seed(self.seed))
         self.model = model
         return self.perturb(images, labels)
 
@@ -301,22 +303,16 @@ class TargetedAdversarialPoison(SurrogateMethod):
         return SurrogateWork(self.surrogate, False, num_images * (self.surrogate_epochs + self.steps))
 
 
-def weights_digest(model: nn.Module) -> str:
-    """The first 12 hex digits of a SHA-256 over a model's tensors: tells apart two weights that share a name
-    (a folder or Hub id can hold other weights tomorrow)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:12]
-
-
 @dataclass
 class ConfounderGAN(Method):
     """A ConfounderGAN generator (Tian et al., NeurIPS 2022): δ = G(x, y), or G(x) label-free."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"hashed": False})  # hashed by content instead
     use_labels: bool = True
+
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, model=options.model, **fixed)
 
     def settings(self) -> dict:
         config = {key: value for key, value in self.generator.config.items() if not key.startswith("_")}
@@ -328,15 +324,15 @@ class ConfounderGAN(Method):
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         given = labels.tolist() if self.use_labels else None
-        return torch.from_numpy(self.generator.protect(images.numpy(), labels=given, epsilon=self.epsilon))
+        return torch.from_numpy(protect(self.generator, images.numpy(), labels=given, epsilon=self.epsilon))
 
 
 @dataclass
 class TrainedConfounderGAN(Method):
-    """ConfounderGAN with a generator trained inside the benchmark run by ``train_confounder.main``.
+    """ConfounderGAN with a generator trained inside the benchmark run by ``training.gan.train_generator``.
 
-    ``steps`` training steps with ``surrogate`` (a timm name, at full resolution as ``train_confounder.py``
-    builds it) on exactly the images given to ``fit``; the weights go to ``output_dir/generator-<digest>``.
+    ``steps`` training steps with ``surrogate`` (a timm name, at full resolution as ``training.gan`` builds it)
+    on exactly the images given to ``fit``; the weights go to ``output_dir/generator-<digest>``.
     """
 
     num_classes: int = 10
@@ -349,22 +345,19 @@ class TrainedConfounderGAN(Method):
     def __post_init__(self) -> None:
         self.protector: ConfounderGAN | None = None
 
+    @classmethod
+    def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
+        return super().from_options(options, num_classes, num_classes=num_classes, surrogate=options.surrogate,
+                                    steps=options.confounder_steps, output_dir=options.cache_dir, **fixed)
+
     def fit(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         output_dir = Path(self.output_dir) / f"generator-{self.digest()}"
         batch_size = min(self.batch_size, len(images))
-        epochs = -(-self.steps // (len(images) // batch_size))
-        with tempfile.TemporaryDirectory() as folder:
-            data = datasets.Dataset.from_dict(
-                {"image": [array_to_pil(image) for image in images.numpy()], "label": labels.tolist()},
-                features=datasets.Features({"image": datasets.Image(),
-                                            "label": datasets.ClassLabel(num_classes=self.num_classes)}))
-            data.save_to_disk(folder)
-            train_confounder.main([
-                "--dataset_name", folder, "--output_dir", str(output_dir),
-                "--surrogate_model", self.surrogate,
-                "--max_train_steps", str(self.steps), "--num_train_epochs", str(epochs),
-                "--train_batch_size", str(batch_size), "--epsilon", str(self.epsilon * 255),
-                "--seed", str(self.seed), "--checkpointing_steps", str(self.steps)])
+        config = GeneratorTrainingConfig(
+            output_dir=output_dir, surrogates=(self.surrogate,), max_train_steps=self.steps,
+            num_train_epochs=-(-self.steps // (len(images) // batch_size)), train_batch_size=batch_size,
+            epsilon=self.epsilon * 255, seed=self.seed, checkpointing_steps=self.steps)
+        train_generator(config, ImageClassificationData(images, labels, self.num_classes))
         # The training state is only for resuming, which the benchmark never does; the weights stay.
         for checkpoint in output_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
@@ -381,3 +374,23 @@ class TrainedConfounderGAN(Method):
         # Per step the surrogate trains on a batch and the generator backpropagates through it; the generator,
         # discriminator and noise head together cost about one more pass.
         return SurrogateWork(self.surrogate, None, 3 * self.steps * self.batch_size)
+
+
+# The registry: name -> (options, num_classes) -> Method.
+METHODS: dict[str, Callable[[Namespace, int], Method]] = {
+    "clean": Clean.from_options,
+    "random": UniformNoise.from_options,
+    "classwise": ClasswiseNoise.from_options,
+    "patch": PatchNoise.from_options,
+    "em": ErrorMinimizingNoise.from_options,
+    "tap": TargetedAdversarialPoison.from_options,
+    "confounder": ConfounderGAN.from_options,
+    "confounder-label-free": partial(ConfounderGAN.from_options, use_labels=False),
+    "confounder-trained": TrainedConfounderGAN.from_options,
+}
+TRANSFERABLE = ("em", "tap", "confounder-trained")  # the methods with a surrogate to swap
+
+
+def create_method(name: str, options: Namespace, num_classes: int) -> Method:
+    """The method registered as ``name``, set by the benchmark's ``options``."""
+    return METHODS[name](options, num_classes)

@@ -1,0 +1,182 @@
+"""The benchmark's protocols (the defaults of a run) and its command line.
+
+A protocol sets every value a flag or an ``--options KEY=VALUE`` leaves out:
+- ``quick`` (2 CPU cores, within an hour): the first 10,000 training and 2,000 test images of CIFAR-10 (prefixes
+  of ``../shared/data/cifar10`` are class-balanced); victims test_byobnet (12 epochs under bfloat16 autocast,
+  every defense but adversarial training) and mobilenetv3_small_100 (20 epochs in float32, no defense), two at
+  a time, each in a 1-thread process; seven methods, and the defenses for clean data and the shipped
+  ConfounderGAN.
+- ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18, VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8,
+  every defense for every method on the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from modeling_confounder import DEFAULT_MODEL
+from training.data import add_data_arguments
+from training.defenses import DEFENSES, build_defenses
+from training.methods import METHODS, TRANSFERABLE
+from training.victim import bf16_victims_error
+
+from .plan import plan_cells
+
+# KEY: (type, what it sets), for --options KEY=VALUE.
+OPTIONS: dict[str, tuple[type, str]] = {
+    "epsilon": (float, "L∞ budget of every method, in levels out of 255"),
+    "surrogate": (str, "timm surrogate of em, tap and confounder-trained"),
+    "transfer_surrogate": (str, "surrogate A of the transfer defense (the victims are B and C)"),
+    "em_rounds": (int, "EM outer iterations at most"),
+    "em_train_steps": (int, "EM surrogate steps per round"),
+    "em_steps": (int, "EM PGD steps per round"),
+    "tap_epochs": (int, "TAP surrogate epochs on clean data"),
+    "tap_steps": (int, "TAP PGD steps"),
+    "confounder_steps": (int, "training steps of confounder-trained's generator"),
+    "adversarial_epsilon": (float, "budget of adversarial training, in levels out of 255"),
+    "adversarial_steps": (int, "PGD steps of adversarial training"),
+    "protected_class": (int, "the class that the one-class defense protects"),
+    "batch_size": (int, "victim batch size"),
+    "learning_rate": (float, "victim peak learning rate (SGD, one-cycle)"),
+    "clean_floor": (float, "clean test accuracy every victim must reach in the sanity rows"),
+    "budget_minutes": (float, "warn when the estimated time exceeds this many minutes"),
+}
+
+COMMON = {"dataset_name": "../shared/data/cifar10", "epsilon": 8, "surrogate": "test_resnet",
+          "transfer_surrogate": "mobilenetv3_small_050", "adversarial_epsilon": 4, "adversarial_steps": 3,
+          "protected_class": 0, "batch_size": 128, "learning_rate": 0.05}
+PROTOCOLS = {
+    "quick": {**COMMON, "train_rows": (0, 10_000), "test_rows": (0, 2_000), "epochs": 12,
+              "victims": ["test_byobnet", "mobilenetv3_small_100:20"], "bf16_victims": ["test_byobnet"],
+              "methods": ["clean", "random", "patch", "em", "tap", "confounder", "confounder-trained"],
+              "defenses": ["none", "grayscale", "jpeg10", "jpeg75", "cutout", "cutmix", "mixup", "partial20",
+                           "partial50", "partial80", "one-class", "transfer"],
+              "defense_methods": ["clean", "confounder"], "transfer_methods": ["confounder-trained"],
+              "em_rounds": 5, "em_train_steps": 20, "em_steps": 10, "tap_epochs": 5, "tap_steps": 10,
+              "confounder_steps": 300, "clean_floor": 0.55, "budget_minutes": 60, "workers": 2},
+    "full": {**COMMON, "train_rows": None, "test_rows": None, "epochs": 40, "methods": list(METHODS),
+             "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100", "vit_small_patch8_224"],
+             "bf16_victims": [], "defenses": list(DEFENSES), "defense_methods": list(METHODS),
+             "transfer_methods": list(TRANSFERABLE), "em_rounds": 20, "em_train_steps": 10, "em_steps": 20,
+             "tap_epochs": 40, "tap_steps": 100, "confounder_steps": 4000, "clean_floor": 0.80,
+             "budget_minutes": None, "workers": 1},
+}
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--options``, the value converted to the key's type."""
+    key, equals, value = text.partition("=")
+    if key not in OPTIONS or not equals:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with KEY one of {', '.join(OPTIONS)}")
+    kind = OPTIONS[key][0]
+    try:
+        return key, kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {key} takes a value of type {kind.__name__}") from None
+
+
+def options_help() -> str:
+    """The epilog of ``--help``: every option key, what it sets and each protocol's value."""
+    width = max(map(len, OPTIONS))
+    lines = ["options (--options KEY=VALUE ...), with the quick / full protocol's value:"]
+    for key, (_, meaning) in OPTIONS.items():
+        quick, full = (str(PROTOCOLS[protocol][key]).replace("None", "none") for protocol in ("quick", "full"))
+        lines.append(f"  {key:{width}}  {meaning}: {quick if quick == full else f'{quick} / {full}'}")
+    return "\n".join(lines)
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.benchmark", description=description,
+                                     epilog=options_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="quick",
+                        help="the defaults of every value marked (protocol) and of --options")
+    add_data_arguments(parser)
+    for action in parser._actions:  # the protocol names the dataset, so the flag is optional here
+        if action.dest == "dataset_name":
+            action.required, action.default, action.help = False, None, action.help + " (protocol)"
+    grid = parser.add_argument_group("what to run")
+    grid.add_argument("--methods", nargs="+", choices=METHODS, metavar="METHOD",
+                      help=f"protection methods: {', '.join(METHODS)} (protocol)")
+    grid.add_argument("--defenses", nargs="+", choices=DEFENSES, metavar="DEFENSE",
+                      help=f"defenses victims train under: {', '.join(DEFENSES)} (protocol)")
+    grid.add_argument("--defense_methods", nargs="+", choices=METHODS, metavar="METHOD",
+                      help="methods trained under the defenses other than none and transfer (protocol)")
+    grid.add_argument("--transfer_methods", nargs="+", choices=TRANSFERABLE, metavar="METHOD",
+                      help=f"methods remade with the transfer surrogate for the transfer defense: "
+                           f"{', '.join(TRANSFERABLE)} (protocol)")
+    grid.add_argument("--victims", nargs="+", metavar="NAME[:EPOCHS]",
+                      help="timm victims, each with its own epochs if given (mobilenetv3_small_100:20); the "
+                           "first trains under every defense (protocol)")
+    grid.add_argument("--epochs", type=int, help="epochs of the victims given without their own (protocol)")
+    grid.add_argument("--bf16_victims", nargs="*", metavar="NAME",
+                      help="victims trained under bfloat16 autocast (faster on CPUs with AVX512-BF16 for most "
+                           "convolutional models, slower for MobileNetV3); give none for float32 everywhere "
+                           "(protocol: its choice for those of its victims that run)")
+    grid.add_argument("--workers", type=int,
+                      help="victims trained at once, each in its own process with an equal share of the CPU "
+                           "threads (protocol)")
+    grid.add_argument("--seed", type=int, default=0, help="seed of every method and victim")
+    grid.add_argument("--model", default=DEFAULT_MODEL,
+                      help="the generator of confounder and confounder-label-free: a folder or Hub id")
+    grid.add_argument("--options", nargs="+", type=parse_option, default=[], metavar="KEY=VALUE",
+                      help="method, defense and victim settings; the keys are listed below")
+    run = parser.add_argument_group("running")
+    run.add_argument("--estimate_only", action="store_true", help="print the plan and its estimated time, then stop")
+    run.add_argument("--time_limit_minutes", type=float,
+                     help="start no protected set or victim after this many minutes; the report lists what was "
+                          "skipped")
+    run.add_argument("--output_dir", type=Path, help="where the report goes (default: results/benchmark-PROTOCOL)")
+    run.add_argument("--cache_dir", type=Path, default=Path("runs/benchmark-cache"),
+                     help="protected training sets and trained generators, reused by reruns")
+    return parser
+
+
+def victim_epochs(victims: list[str], epochs: int) -> dict[str, int]:
+    """``NAME[:EPOCHS]`` specs as {name: epochs}; ``epochs`` for those without their own."""
+    chosen = {}
+    for victim in victims:
+        name, _, own = victim.partition(":")
+        if own and not (own.isdigit() and int(own) > 0):
+            raise ValueError(f"--victims {victim}: the part after ':' is the victim's epochs, a positive whole "
+                             "number")
+        chosen[name] = int(own) if own else epochs
+    return chosen
+
+
+def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Fills in the protocol's defaults and the options, checks the plan and records the command; raises
+    ``ValueError`` for a usage error."""
+    bf16_given = args.bf16_victims is not None
+    for key, value in PROTOCOLS[args.protocol].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    for key, value in args.options:
+        setattr(args, key, value)
+    args.output_dir = args.output_dir or Path(f"results/benchmark-{args.protocol}")
+    args.victim_epochs = victim_epochs(args.victims, args.epochs)
+    args.victims = list(args.victim_epochs)
+    if not bf16_given:  # the protocol's choice, for those of its victims that are running
+        args.bf16_victims = [victim for victim in args.bf16_victims if victim in args.victims]
+    if error := bf16_victims_error(args.bf16_victims, args.victims):
+        raise ValueError(error)
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: give 1 or more victims to train at once")
+    # A plan with a defense that runs nothing is a usage error: said before any data loads.
+    plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
+               build_defenses(num_classes=2))
+    args.command = shlex.join(["python", "-m", "training.benchmark", *(sys.argv[1:] if argv is None else argv)])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser("Benchmark: ConfounderGAN against EM, TAP and simple baselines, under the defenses a "
+                          "data scraper would use (see training/benchmark/__init__.py).")
+    args = parser.parse_args(argv)
+    try:
+        complete(args, argv)
+    except ValueError as error:
+        parser.error(str(error))
+    return args

@@ -1,0 +1,271 @@
+"""One cell's experiment and what the report says about all of them: metrics, sanity rows, versions, markdown."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from training.data import ImageClassificationData
+from training.defenses import Defense
+from training.victim import as_float, hardware_summary, train_victim
+
+from .plan import Cell
+
+SANITY_MARGIN = 0.10  # "barely hurts" and "bites" are judged against clean accuracy with this margin
+
+
+class ModelCatcher:
+    """A batch transform that keeps the model it is called with: ``train_victim`` returns numbers only, and
+    the benchmark also needs class probabilities (per-class accuracy, AUC) from the trained model."""
+
+    def __init__(self, transform: Callable | None = None) -> None:
+        self.transform = transform
+        self.model: torch.nn.Module | None = None
+
+    def __call__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        self.model = model
+        if self.transform is None:
+            return images, labels
+        return self.transform(model, images, labels, generator)
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """Class probabilities for uint8 NHWC images."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(as_float(images[start:start + batch_size], device)).softmax(1).float().cpu()
+                      for start in range(0, len(images), batch_size)]).numpy()
+
+
+def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
+    """ROC AUC by the Mann–Whitney rank statistic: of class 1 for two classes, else the one-vs-rest mean."""
+    classes = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
+    scores = []
+    for k in classes:
+        positive = labels == k
+        positives, negatives = positive.sum(), (~positive).sum()
+        if positives and negatives:
+            ranks = rankdata(probabilities[:, k])
+            scores.append((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+    return float(np.mean(scores)) if scores else None
+
+
+def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train: ImageClassificationData,
+             test: ImageClassificationData, args: argparse.Namespace, progress: bool = True) -> dict:
+    """Trains and tests one victim; ``protected`` is the method's training set, None for clean data."""
+    images, labels = defense.training_set(train.images, protected, train.labels, args.seed)
+    test_images = defense.data_transform(test.images) if defense.on_test_images else test.images
+    catcher = ModelCatcher(defense.batch_transform)
+    result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
+                          test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
+                          args.learning_rate, args.seed, progress=progress, batch_transform=catcher,
+                          bf16=cell.victim in args.bf16_victims)
+    probabilities = predict(catcher.model, test_images)
+    test_labels = test.labels.numpy()
+    correct = probabilities.argmax(1) == test_labels
+    class_acc = [float(correct[test_labels == k].mean()) if (test_labels == k).any() else None
+                 for k in range(train.num_classes)]
+    run = {"method": cell.method, "victim": cell.victim, "defense": cell.defense, "test_acc": result.test_acc,
+           "best_test_acc": result.best_test_acc, "seconds": result.seconds, "train_acc": result.train_acc,
+           "history": result.history, "auc": roc_auc(probabilities, test_labels), "class_acc": class_acc,
+           "n_train": len(labels), "bf16": result.bf16}
+    if defense.protected_class is not None:
+        others = test_labels != defense.protected_class
+        run.update(protected_class=defense.protected_class,
+                   protected_class_acc=class_acc[defense.protected_class],
+                   other_classes_acc=float(correct[others].mean()))
+    if defense.transfer:
+        run["surrogate"] = args.transfer_surrogate
+    return run
+
+
+def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[str, bool, str]]:
+    """The rows that make a report trustworthy, as (name, passed, detail), from the runs without defense.
+
+    For every victim with a clean run: it learns (≥ ``clean_floor``, default ``report["clean_floor"]``, and
+    above the majority-class rate); sample-wise random noise barely hurts (at most ``SANITY_MARGIN`` below
+    clean); the known shortcuts, EM and LSP-style patches, bite (at least ``SANITY_MARGIN`` below clean).
+    Rows whose runs are missing are left out.
+    """
+    floor = report["clean_floor"] if clean_floor is None else clean_floor
+    accuracy = {(run["method"], run["victim"]): run["test_acc"] for run in report["runs"]
+                if run["defense"] == "none"}
+    checks = []
+    for victim in dict.fromkeys(run["victim"] for run in report["runs"]):
+        clean = accuracy.get(("clean", victim))
+        if clean is None:
+            continue
+        checks.append((f"clean {victim} learns", clean >= floor, f"{clean:.1%} (needs ≥ {floor:.0%})"))
+        if report.get("majority_rate") is not None:
+            checks.append((f"clean {victim} beats the majority class", clean > report["majority_rate"],
+                           f"{clean:.1%} vs {report['majority_rate']:.1%}"))
+        for method, name, bites in (("random", "sample-wise random noise barely hurts", False),
+                                    ("em", "EM bites", True), ("patch", "LSP-style patch noise bites", True)):
+            if (method, victim) in accuracy:
+                drop = clean - accuracy[(method, victim)]
+                passed = drop >= SANITY_MARGIN if bites else drop <= SANITY_MARGIN
+                needs = f"needs {'≥' if bites else '≤'} {SANITY_MARGIN * 100:.0f} points lower"
+                checks.append((f"{name} ({victim})", passed,
+                               f"{accuracy[(method, victim)]:.1%} vs clean {clean:.1%} ({needs})"))
+    return checks
+
+
+def package_versions() -> dict[str, str]:
+    names = ("confounder-gan", "torch", "timm", "diffusers", "accelerate", "datasets", "numpy",
+             "scikit-image", "pillow", "matplotlib")
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # importable from a checkout without being installed
+            return "not installed"
+
+    return {"python": sys.version.split()[0], **{name: installed(name) for name in names}}
+
+
+def new_report(args: argparse.Namespace, train: ImageClassificationData, test: ImageClassificationData,
+               estimate: dict[str, float], cached: list[str]) -> dict:
+    """The report before any victim: the run's data, settings, machine and versions."""
+    test_labels = test.labels.numpy()
+    return {"protocol": args.protocol, "dataset": args.dataset_name, "train_rows": args.train_rows,
+            "test_rows": args.test_rows, "n_train": len(train.labels), "n_test": len(test.labels),
+            "num_classes": train.num_classes,
+            "majority_rate": float(np.bincount(test_labels).max() / len(test_labels)),
+            "epsilon": args.epsilon / 255, "epsilon_levels": round(args.epsilon),
+            "epochs": args.victim_epochs, "bf16_victims": args.bf16_victims,
+            "victims": args.victims, "workers": args.workers, "hardware": hardware_summary(),
+            "versions": package_versions(), "command": args.command, "clean_floor": args.clean_floor,
+            "estimate": estimate, "surrogate": args.surrogate, "cached": cached,
+            "runs": [], "skipped": [], "quality": {}, "speed": {}}
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def protected_class(run: dict) -> str:
+    if "protected_class" not in run:
+        return "–"
+    return (f"{percent(run['protected_class_acc'])} (class {run['protected_class']}; "
+            f"others {percent(run['other_classes_acc'])})")
+
+
+def wall_time(report: dict) -> str:
+    text = (f"{report['seconds'] / 60:.0f} min (estimated at the start: "
+            f"{report['estimate']['total_seconds'] / 60:.0f} min)")
+    if cached := report.get("cached"):  # reports from before this field cannot tell
+        minutes = sum(report["speed"][label]["generate_seconds"] for label in cached) / 60
+        text += (f"; the protected sets of {', '.join(cached)} came from the cache, so the {minutes:.1f} min "
+                 "it took to make them (their `generate_seconds`) are not in it")
+    return text
+
+
+def skipped_line(report: dict) -> list[str]:
+    """The planned victims that --time_limit_minutes left out, as a list item (none: no line)."""
+    skipped = report.get("skipped")
+    if not skipped:
+        return []
+    cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']})" for cell in skipped)
+    return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
+
+
+def header_lines(report: dict) -> list[str]:
+    """The title, the command and the run's data, budget, victims, machine, versions and wall time."""
+    versions = ", ".join(f"{name} {value}" for name, value in report["versions"].items())
+    data = (f"`{report['dataset']}`, {report['n_train']} training and {report['n_test']} test images, "
+            f"{report['num_classes']} classes; majority-class rate of the test set "
+            f"{percent(report['majority_rate'])}")
+    bf16 = set(report.get("bf16_victims", []))  # reports from before the option trained in float32
+    epochs = ", ".join(f"{victim} {count}{' (bfloat16 autocast)' if victim in bf16 else ''}"
+                       for victim, count in report["epochs"].items())
+    victims_train = (f"Victims train from scratch with crop + flip, epochs: {epochs}; accuracy "
+                     "is on clean test images, final (best epoch)")
+    if report.get("workers", 1) > 1:
+        victims_train += (f"; {report['workers']} victims train at once, each in its own process with an equal "
+                          "share of the threads")
+    return [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",
+            f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
+            f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
+            f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.",
+            f"- Wall time: {wall_time(report)}.", *skipped_line(report), ""]
+
+
+def sanity_lines(report: dict) -> list[str]:
+    lines = ["## Sanity", ""]
+    checks = sanity_checks(report)
+    if not checks:
+        return lines + [("No sanity row applies: they need the clean method without defense. Include `clean` in "
+                         "`--methods` and `none` in `--defenses` before trusting this report."), ""]
+    return lines + ["If a row fails, fix the harness before reading anything else from this report.", "",
+                    *table(["check", "result", "detail"],
+                           [[name, "pass" if passed else "**FAIL**", detail] for name, passed, detail in checks])]
+
+
+def accuracy_lines(report: dict) -> list[str]:
+    """The test accuracy tables: no defense (every victim), each defense (the first victim), transfer."""
+    runs = report["runs"]
+    victims, methods, defenses = (list(dict.fromkeys(run[key] for run in runs))
+                                  for key in ("victim", "method", "defense"))
+    by_cell = {(run["method"], run["victim"], run["defense"]): run for run in runs}
+
+    def cell(method: str, victim: str, defense: str) -> str:
+        run = by_cell.get((method, victim, defense))
+        return "–" if run is None else f"{run['test_acc']:.1%} ({run['best_test_acc']:.1%})"
+
+    def per_victim(chosen: list[str], defense: str) -> list[str]:
+        return table(["method", *victims], [[method, *(cell(method, victim, defense) for victim in victims)]
+                                            for method in chosen])
+
+    lines = ["## No defense", "", *per_victim(methods, "none")] if "none" in defenses else []
+    lines += [f"## Defenses, {victims[0]}", ""]
+    if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
+        lines += [("Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
+                   "protection works there when its row is no better than that one."), ""]
+    lines += table(["method", *defenses],
+                   [[method, *(cell(method, victims[0], defense) for defense in defenses)] for method in methods])
+    transfer = [run for run in runs if run["defense"] == "transfer"]
+    if transfer:
+        own = f" instead of {report['surrogate']}" if "surrogate" in report else ""
+        lines += [f"## Transfer: the noise made with surrogate {transfer[0]['surrogate']}{own}", "",
+                  *per_victim(list(dict.fromkeys(run["method"] for run in transfer)), "transfer")]
+    return lines
+
+
+def quality_lines(report: dict) -> list[str]:
+    if not report["quality"]:
+        return []
+
+    def ssim(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    return ["## Image quality and speed", "",
+            *table(["protected set", "PSNR", "SSIM", "max abs δ", "protect the training set",
+                    "protect new images"],
+                   [[label, f"{quality['psnr']:.1f} dB", ssim(quality["ssim"]), f"{quality['linf_pixels']}/255",
+                     f"{report['speed'][label]['generate_seconds']:.1f} s",
+                     f"{report['speed'][label]['images_per_second']:.0f} images/s"]
+                    for label, quality in report["quality"].items()])]
+
+
+def format_markdown(report: dict) -> str:
+    runs_table = table(["method", "victim", "defense", "test acc", "best", "train acc", "AUC",
+                        "protected class acc", "seconds"],
+                       [[run["method"], run["victim"], run["defense"], percent(run["test_acc"]),
+                         percent(run["best_test_acc"]), percent(run["train_acc"]),
+                         "–" if run["auc"] is None else f"{run['auc']:.3f}", protected_class(run),
+                         f"{run['seconds']:.0f}"] for run in report["runs"]])
+    return "\n".join([*header_lines(report), *sanity_lines(report), *accuracy_lines(report),
+                      *quality_lines(report), "## All runs", "", *runs_table])

@@ -1,0 +1,278 @@
+"""Running a benchmark plan: protected sets made or read from the cache, victims trained in worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import multiprocessing.synchronize
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from training.data import ImageClassificationData, load_train_and_test
+from training.defenses import Defense, build_defenses
+from training.methods import METHODS, Clean, Method, create_method
+from training.victim import protection_quality
+
+from .cache import PerturbationCache
+from .figures import SAMPLES, write_figures
+from .plan import Cell, describe_plan, estimate_seconds, measure_images_per_second, plan_cells, protected_sets
+from .protocols import parse_args
+from .report import format_markdown, new_report, run_cell, sanity_checks
+
+NEW_IMAGES = 256  # test images protected as "new images" to measure protection speed
+
+
+class InlineExecutor(Executor):
+    """An executor that runs each call in this process as it is submitted: the benchmark with ``--workers 1``."""
+
+    def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
+        future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+# What a victim-training process holds: the data, the run's arguments, the timing barrier. A process pool's
+# initializer can only hand its process state through a global; the data then crosses to each worker once,
+# not with every victim.
+WORKER: dict = {}
+
+
+def start_worker(threads: int, train: ImageClassificationData, test: ImageClassificationData,
+                 args: argparse.Namespace, barrier: multiprocessing.synchronize.Barrier | None) -> None:
+    torch.set_num_threads(threads)
+    WORKER.update(train=train, test=test, args=args, barrier=barrier)
+
+
+def open_workers(args: argparse.Namespace, train: ImageClassificationData,
+                 test: ImageClassificationData) -> Executor:
+    """``args.workers`` processes that train victims, each with an equal share of this process's threads."""
+    if args.workers == 1:
+        start_worker(torch.get_num_threads(), train, test, args, None)
+        return InlineExecutor()
+    # Spawned, not forked: forking a process whose OpenMP threads have already run can deadlock.
+    context = multiprocessing.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // args.workers)
+    return ProcessPoolExecutor(args.workers, mp_context=context, initializer=start_worker,
+                               initargs=(threads, train, test, args, context.Barrier(args.workers)))
+
+
+def train_cell(cell: Cell, defense: Defense, protected_path: Path | None) -> dict:
+    """``run_cell`` in a worker: the protected training set comes from the cache file (None: clean data)."""
+    train = WORKER["train"]
+    protected = None if protected_path is None else PerturbationCache.read(protected_path, train.images)[0]
+    args = WORKER["args"]
+    return run_cell(cell, defense, protected, train, WORKER["test"], args, progress=args.workers == 1)
+
+
+def measure_in_worker(name: str, small_input_stem: bool | None, bf16: bool) -> float:
+    return measure_images_per_second(name, small_input_stem, WORKER["train"], WORKER["args"].batch_size, bf16,
+                                     barrier=WORKER["barrier"])
+
+
+class MeasuredThroughput:
+    """Training images per second of timm models on this machine, each (name, stem, bf16) measured once: in
+    this process, as protected sets are made, or in all the victim workers at once (their sum)."""
+
+    def __init__(self, data: ImageClassificationData, batch_size: int, workers: Executor | None = None,
+                 count: int = 1) -> None:
+        self.data, self.batch_size, self.workers, self.count = data, batch_size, workers, count
+        self.measured: dict[tuple[str, bool | None, bool, int], float] = {}
+
+    def __call__(self, name: str, small_input_stem: bool | None, bf16: bool = False) -> float:
+        key = (name, small_input_stem, bf16, 1)
+        if key not in self.measured:
+            self.measured[key] = measure_images_per_second(name, small_input_stem, self.data, self.batch_size,
+                                                           bf16)
+        return self.measured[key]
+
+    def victims(self, name: str, small_input_stem: bool | None, bf16: bool = False) -> float:
+        if self.count == 1:
+            return self(name, small_input_stem, bf16)
+        key = (name, small_input_stem, bf16, self.count)
+        if key not in self.measured:
+            # One measurement per worker, all timed together: a worker waits at the barrier until the others
+            # arrive, so no worker can take two of them.
+            futures = [self.workers.submit(measure_in_worker, name, small_input_stem, bf16)
+                       for _ in range(self.count)]
+            self.measured[key] = sum(future.result() for future in futures)
+        return self.measured[key]
+
+
+def protect_training_set(label: str, method: Method, train: ImageClassificationData,
+                         new: ImageClassificationData, cache: PerturbationCache) -> tuple[torch.Tensor, dict]:
+    """The protected training set (from the cache, or made and cached) and its quality and speed."""
+    cached = cache.load(label, method, train.images)
+    if cached is not None:
+        print(f"{label}: protected training set from {cache.path(label, method)}", flush=True)
+        return cached
+    print(f"{label}: protecting {len(train.labels)} training images", flush=True)
+    started = time.perf_counter()
+    protected = method.fit(train.images, train.labels)
+    generate_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    method.perturb(new.images, new.labels)
+    images_per_second = len(new.labels) / (time.perf_counter() - started)
+    quality = protection_quality(train.images.numpy(), protected.numpy())
+    levels = round(method.epsilon * 255)
+    if quality["linf_pixels"] > levels:
+        raise RuntimeError(f"{label} changed a pixel by {quality['linf_pixels']} levels, more than ε = "
+                           f"{levels}/255 allows: a bug in {type(method).__name__}")
+    info = {"generate_seconds": generate_seconds, "images_per_second": images_per_second,
+            "quality": quality, "settings": method.settings()}
+    cache.save(label, method, train.images, protected, info)
+    return protected, info
+
+
+class PlanRun:
+    """Makes (or reads) each protected set and trains its victims, ``args.workers`` at a time; writes the
+    report after each victim, then the tables and figures.
+
+    Without a time limit every protected set is made first, so that no victim waits while a surrogate trains.
+    With one, each set is made just before its victims, so a cut run still has the cheap methods' victims; a set
+    that trains a surrogate then waits until no victim is running, since it needs every thread.
+    """
+
+    def __init__(self, args: argparse.Namespace, started: float, cells: list[Cell], defenses: dict[str, Defense],
+                 variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
+                 train: ImageClassificationData, test: ImageClassificationData, workers: Executor,
+                 report: dict) -> None:
+        self.args, self.started, self.defenses, self.variants = args, started, defenses, variants
+        self.to_generate, self.cache, self.train, self.workers, self.report = to_generate, cache, train, workers, report
+        self.new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
+        self.samples: dict[str, torch.Tensor] = {}
+        self.protected_paths: dict[str, Path | None] = {}  # the cache file of each set made (None: clean data)
+        self.waiting = list(enumerate(cells))
+        self.running: dict[Future, tuple[int, Cell]] = {}
+        self.finished: dict[int, dict] = {}
+        self.results_json = args.output_dir / "results.json"
+        self.bar = tqdm(total=len(cells), desc=f"victims, {args.workers} at a time", unit="victim",
+                        disable=args.workers == 1)
+
+    def out_of_time(self) -> bool:
+        limit = self.args.time_limit_minutes
+        return limit is not None and time.perf_counter() - self.started > 60 * limit
+
+    def make(self, label: str) -> None:
+        method = self.variants[label]
+        self.protected_paths[label] = None
+        if not isinstance(method, Clean):
+            protected, info = protect_training_set(label, method, self.train, self.new, self.cache)
+            self.report["quality"][label] = info["quality"]
+            self.report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
+            self.samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
+            self.protected_paths[label] = self.cache.path(label, method)
+
+    def must_wait(self, label: str) -> bool:
+        """Whether making ``label``'s set has to wait for the running victims: it trains a surrogate."""
+        return (label not in self.protected_paths and bool(self.running) and label in self.to_generate
+                and self.variants[label].work(len(self.train.labels)) is not None)
+
+    def start_next(self) -> bool:
+        """Starts the first waiting victim (or skips it when out of time); False when it has to wait."""
+        index, cell = self.waiting[0]
+        if self.out_of_time():
+            self.report["skipped"].append(asdict(self.waiting.pop(0)[1]))
+            self.bar.update()
+            return True
+        if self.must_wait(cell.variant):
+            return False
+        if cell.variant not in self.protected_paths:
+            self.make(cell.variant)
+        self.waiting.pop(0)
+        future = self.workers.submit(train_cell, cell, self.defenses[cell.defense],
+                                     self.protected_paths[cell.variant])
+        self.running[future] = index, cell
+        return True
+
+    def collect(self) -> None:
+        """Waits for a running victim to finish and records it (and every other that finished)."""
+        done, _ = wait(self.running, return_when=FIRST_COMPLETED)
+        for future in done:
+            index, cell = self.running.pop(future)
+            run = self.finished[index] = future.result()
+            self.bar.update()
+            tqdm.write(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "
+                       f"(best {run['best_test_acc']:6.1%}) train {run['train_acc']:6.1%}  "
+                       f"{run['seconds']:5.0f}s")
+            self.report["runs"] = [self.finished[index] for index in sorted(self.finished)]  # the plan's order
+            self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
+
+    def run(self) -> dict:
+        self.args.output_dir.mkdir(parents=True, exist_ok=True)
+        labels = list(self.variants)
+        if self.args.time_limit_minutes is None:
+            for label in labels:
+                self.make(label)
+        else:
+            self.waiting.sort(key=lambda item: labels.index(item[1].variant))
+        while self.waiting or self.running:
+            while self.waiting and len(self.running) < self.args.workers and self.start_next():
+                pass
+            if self.running:
+                self.collect()
+        self.bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        report = self.report
+        report["seconds"] = time.perf_counter() - self.started
+        report["sanity"] = [{"name": name, "passed": passed, "detail": detail}
+                            for name, passed, detail in sanity_checks(report)]
+        markdown = format_markdown(report)
+        (self.args.output_dir / "results.md").write_text(markdown + "\n")
+        figures = write_figures(report, self.train.images[:SAMPLES], self.samples, self.args.output_dir)
+        report["figures"] = [str(path) for path in figures]
+        self.results_json.write_text(json.dumps(report, indent=2))
+        print(markdown)
+        return report
+
+
+def build_methods(args: argparse.Namespace, num_classes: int) -> dict[str, Method]:
+    """Every registered method, set by the run's options."""
+    return {name: create_method(name, args, num_classes) for name in METHODS}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m training.benchmark``: returns the report, or with ``--estimate_only`` the estimate and the
+    cells."""
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Runs the benchmark that ``args`` (``protocols.parse_args``) describes."""
+    started = time.perf_counter()
+    train, test = load_train_and_test(args)
+    if not 0 <= args.protected_class < train.num_classes:
+        raise ValueError(f"protected_class={args.protected_class} is not a class of {args.dataset_name} "
+                         f"(0..{train.num_classes - 1})")
+    defenses = build_defenses(train.num_classes, args.protected_class, args.adversarial_epsilon / 255,
+                              args.adversarial_steps)
+    cells = plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
+                       defenses)
+    variants = protected_sets(cells, build_methods(args, train.num_classes), defenses, args.transfer_surrogate)
+    cache = PerturbationCache(args.cache_dir, train)
+    to_generate = {label: method for label, method in variants.items()
+                   if not isinstance(method, Clean) and not cache.path(label, method).exists()}
+    with open_workers(args, train, test) as workers:
+        throughput = MeasuredThroughput(train, args.batch_size, workers, args.workers)
+        estimate = estimate_seconds(cells, defenses, to_generate, len(train.labels), len(test.labels),
+                                    args.victim_epochs, throughput, args.bf16_victims, throughput.victims)
+        print(describe_plan(cells, args.victim_epochs, len(to_generate), len(variants), len(train.labels),
+                            estimate, throughput.measured), flush=True)
+        if args.budget_minutes and estimate["total_seconds"] > 60 * args.budget_minutes:
+            print(f"WARNING: over the {args.protocol} protocol's budget of {args.budget_minutes:.0f} min: run a "
+                  "subset (--methods, --defenses, --defense_methods, --victims) or fewer --epochs", flush=True)
+        if args.estimate_only:
+            return {"estimate": estimate, "cells": [asdict(cell) for cell in cells]}
+        cached = [label for label, method in variants.items() if not isinstance(method, Clean)
+                  and label not in to_generate]
+        report = new_report(args, train, test, estimate, cached)
+        return PlanRun(args, started, cells, defenses, variants, to_generate, cache, train, test, workers,
+                       report).run()

@@ -1,0 +1,58 @@
+"""The networks of training besides the generator and discriminator (which live in ``modeling_confounder``).
+
+- ``create_classifier``: timm classifiers trained from scratch: the surrogates f of ConfounderGAN training, the
+  label predictor's peers and the victims of evaluation. At small resolutions (CIFAR's 32×32, MedMNIST's 28×28)
+  ImageNet stems throw away most pixels in their first layers, so the first strided convolution gets stride 1 and
+  the first max-pool is removed, as in CIFAR ResNets.
+- ``noise_head``: h, the small CNN that reads the label off the noise δ / ε alone.
+- ``weights_digest``: a short hash of a model's tensors, stored in reports to tell weights apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import timm
+import torch
+from torch import nn
+
+
+def create_classifier(name: str, num_classes: int, in_channels: int = 3, resolution: int = 32,
+                      small_input_stem: bool | None = None) -> nn.Module:
+    """A randomly initialised timm model (never downloads weights) whose stem suits ``resolution``.
+
+    ``small_input_stem``: True keeps the full resolution in the stem, False keeps timm's ImageNet stem, None
+    chooses True at 64 px or less (never for ViT/DeiT, which take ``img_size`` instead).
+    """
+    kwargs = {"img_size": resolution} if "vit" in name or "deit" in name else {}
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    except RuntimeError as error:
+        raise ValueError(f"unknown timm model {name!r}: {error}") from None
+    if small_input_stem if small_input_stem is not None else resolution <= 64 and not kwargs:
+        first_conv = next(module for module in model.modules() if isinstance(module, nn.Conv2d))
+        first_conv.stride = (1, 1)
+        for parent in model.modules():
+            for child_name, child in parent.named_children():
+                if isinstance(child, nn.MaxPool2d):
+                    setattr(parent, child_name, nn.Identity())
+                    return model
+    return model
+
+
+def noise_head(in_channels: int, num_classes: int) -> nn.Module:
+    """h: predicts the label from δ / ε alone. Small on purpose: the label must be easy to read off the noise."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """The first 12 hex digits of a SHA-256 over a model's tensors: tells apart two weights that share a name
+    (a folder or Hub id can hold other weights tomorrow)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
