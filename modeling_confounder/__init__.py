@@ -26,15 +26,19 @@ from .image_files import (
     save_image,
 )
 from .images import array_to_pil, pil_to_array
-from .pipeline import default_device, protect
+from .keys import default_key_file, load_or_create_key, new_key
+from .pipeline import default_device, is_keyed, protect
 from .quality import image_quality
 
 DEFAULT_MODEL = str(Path(__file__).parent / "default_model")
-"""The generator weights shipped inside the package (a local folder: no network needed)."""
+"""The CIFAR-10 label generator shipped inside the package (a local folder: no network needed)."""
+KEYED_MODEL = str(Path(__file__).parent / "keyed_model")
+"""The keyed generator shipped inside the package: ``protect(generator, images, key=...)`` for any owner."""
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
+    "KEYED_MODEL",
     "LOSSY_FORMATS",
     "OUTPUT_FORMATS",
     "ConfounderDiscriminator",
@@ -44,8 +48,12 @@ __all__ = [
     "UnreadableImage",
     "array_to_pil",
     "default_device",
+    "default_key_file",
     "find_images",
     "image_quality",
+    "is_keyed",
+    "load_or_create_key",
+    "new_key",
     "pil_to_array",
     "protect",
     "read_image",

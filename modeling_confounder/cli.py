@@ -1,12 +1,16 @@
 """The ``confounder`` command line: protect image files, folders and 🤗 datasets before you publish them.
 
     confounder protect photos/ --output protected/
-    confounder protect a.jpg b.png --output out/ --epsilon 8 --format tiff --label 3
+    confounder protect a.jpg b.png --output out/ --epsilon 8 --format tiff --key-file ~/keys/portfolio
     confounder protect --dataset ../shared/data/cifar10 --split train --output cifar10-protected
     confounder protect --dataset uoft-cs/cifar10 --rows 0:1000 --use-labels -o out --push-to-hub --hub-repo ORG/NAME
     accelerate launch --num_processes 4 -m modeling_confounder.cli protect --dataset NAME -o DIR
 
 The dataset path needs the ``datasets`` extra (``pip install "confounder-gan[datasets]"``).
+
+Keys: the default generator is keyed. The first run makes your key (a random secret, readable by you only) in
+``$XDG_CONFIG_HOME/confounder/key`` (``~/.config/confounder/key``) and says so; later runs reuse it, so all your
+photos carry the same protection. The key is never written into outputs, logs or messages.
 
 Exit status: 0 when every image was protected (or skipped with --resume), 1 when any failed or the command could
 not start (the message says why), 2 for invalid arguments. Safety guarantees: README, "Protect your photos".
@@ -15,6 +19,7 @@ not start (the message says why), 2 for invalid arguments. Safety guarantees: RE
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,20 +29,25 @@ from tqdm.auto import tqdm
 
 from . import (
     DEFAULT_MAX_PIXELS,
-    DEFAULT_MODEL,
+    KEYED_MODEL,
     LOSSY_FORMATS,
     OUTPUT_FORMATS,
     ConfounderGenerator,
     ImageJob,
     SourceImage,
     UnreadableImage,
+    default_key_file,
     find_images,
+    is_keyed,
+    load_or_create_key,
     protect,
     read_image,
     remove_stale_temporary_files,
     save_image,
 )
 
+MODEL = KEYED_MODEL
+"""The generator ``--model`` defaults to: the keyed one shipped with the package."""
 BATCH_PIXELS = 16_000_000
 """Pixels read into memory at once: a batch of large photos stops early instead of holding 64 of them."""
 
@@ -55,12 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="image files and folders (or give --dataset)")
     command.add_argument("--output", "-o", required=True, type=Path, metavar="DIR",
                          help="folder for the protected images or dataset (created if missing)")
-    command.add_argument("--model", default=DEFAULT_MODEL, metavar="PATH_OR_HUB_ID",
-                         help="generator folder or Hub id (default: the weights shipped with the package)")
+    command.add_argument("--model", default=MODEL, metavar="PATH_OR_HUB_ID",
+                         help="generator folder or Hub id (default: the keyed weights shipped with the package)")
+    command.add_argument("--key-file", type=Path, default=None, metavar="PATH",
+                         help="your key for a keyed generator: a file holding it, created with a new random key "
+                              "if missing (default: your config folder's confounder/key, created on first use)")
     command.add_argument("--epsilon", type=float, default=None, metavar="PIXELS",
                          help="noise bound in pixel levels out of 255 (default: the model's, 8)")
-    command.add_argument("--label", type=int, default=None, metavar="CODE",
-                         help="one label / owner code for every image (default: label-free protection)")
+    command.add_argument("--label", type=int, default=None, metavar="CLASS",
+                         help="one class for every image: with a keyed generator, that class's own key derived "
+                              "from yours; with a label generator, its owner code (default: your key alone, or "
+                              "label-free)")
     command.add_argument("--batch-size", type=int, default=64, metavar="N", help="images read and protected at once")
     command.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png",
                          help="output format (default png; jpeg is lossy and weakens the protection)")
@@ -82,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--label-column", default=None, metavar="COLUMN",
                          help="label column for --use-labels (default: the first ClassLabel column)")
     dataset.add_argument("--use-labels", action="store_true",
-                         help="give each image its own label from the label column (default: label-free)")
+                         help="give each image its own label from the label column: with a keyed generator, "
+                              "each class its own key derived from yours (default: one key, or label-free)")
     dataset.add_argument("--rows", type=row_range, default=None, metavar="START:STOP",
                          help="protect only rows START to STOP-1 of the split (default: all of them)")
     dataset.add_argument("--push-to-hub", action="store_true",
@@ -142,20 +158,58 @@ def protect_files(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def load_generator(args: argparse.Namespace) -> ConfounderGenerator:
-    """The ``--model`` generator, with ``--label`` checked against it; exits with the reason when either is wrong."""
+def load_generator(args: argparse.Namespace) -> tuple[ConfounderGenerator, str | None]:
+    """The ``--model`` generator and, for a keyed one, the user's key; exits with the reason when either is wrong."""
     try:
         generator = ConfounderGenerator.from_pretrained(args.model)
-        generator.label_codes(args.label, 1)
     except (OSError, ValueError) as error:
         raise SystemExit(f"confounder: {error}") from None
-    return generator
+    if is_keyed(generator):
+        if args.label is not None and args.label < 0:
+            raise SystemExit(f"confounder: --label is a class index >= 0 (its key is derived from yours), "
+                             f"got {args.label}")
+        return generator, load_key(args.key_file)
+    if args.key_file is not None:
+        raise SystemExit(f"confounder: the model {args.model} takes labels (--label, --use-labels), not keys: "
+                         "drop --key-file, or use a keyed model (the default)")
+    try:
+        generator.label_codes(args.label, 1)
+    except ValueError as error:
+        raise SystemExit(f"confounder: {error}") from None
+    return generator, None
+
+
+def load_key(key_file: Path | None) -> str:
+    """The key in ``key_file`` (default: the user's), made on first use; a new key is announced, never shown."""
+    path = default_key_file() if key_file is None else key_file.expanduser()
+    try:
+        try:
+            key, created = load_or_create_key(path)
+        except FileExistsError:  # another process made it a moment ago: read theirs
+            key, created = load_or_create_key(path)
+    except (OSError, ValueError) as error:
+        if not path.exists():
+            raise SystemExit(f"confounder: cannot create the key file {path} ({getattr(error, 'strerror', error)}): "
+                             "choose another place with --key-file PATH") from None
+        # Neither the key nor a decoding error (which quotes the file's bytes) may reach the message.
+        reason = (error.strerror or "unreadable" if isinstance(error, OSError) else
+                  "not a text file" if isinstance(error, UnicodeDecodeError) else "it is empty")
+        raise SystemExit(f"confounder: cannot use the key file {path} ({reason}): delete it to make a new key, "
+                         "or restore your key") from None
+    if created:
+        print(f"note: created your protection key in {path}; keep it safe and secret (a copy in a password "
+              "manager): it ties your protected photos together, so use the same key for all your photos",
+              file=sys.stderr)
+    elif os.name == "posix" and path.stat().st_mode & 0o077:
+        print(f"warning: your key file {path} can be read by other users; make it private with chmod 600 {path}",
+              file=sys.stderr)
+    return key
 
 
 def protect_jobs(jobs: list[ImageJob], args: argparse.Namespace, epsilon: float | None,
                  max_pixels: int) -> tuple[int, int]:
     """Reads, protects and writes the images of ``jobs`` in batches; returns how many were written and failed."""
-    generator = load_generator(args)
+    generator, key = load_generator(args)
     protected = failed = pixels = 0
     batch: list[tuple[ImageJob, SourceImage]] = []
     with tqdm(total=len(jobs), unit="img", desc="protecting") as bar:
@@ -171,7 +225,7 @@ def protect_jobs(jobs: list[ImageJob], args: argparse.Namespace, epsilon: float 
                 failed += 1
                 tqdm.write(f"error: {job.source}: {error}", file=sys.stderr)
             if batch and (len(batch) == args.batch_size or pixels >= BATCH_PIXELS or number == len(jobs)):
-                done, write_errors = write_protected(generator, batch, args, epsilon)
+                done, write_errors = write_protected(generator, key, batch, args, epsilon)
                 protected += done
                 failed += len(write_errors)
                 for error in write_errors:
@@ -181,11 +235,11 @@ def protect_jobs(jobs: list[ImageJob], args: argparse.Namespace, epsilon: float 
     return protected, failed
 
 
-def write_protected(generator: ConfounderGenerator, batch: list[tuple[ImageJob, SourceImage]],
+def write_protected(generator: ConfounderGenerator, key: str | None, batch: list[tuple[ImageJob, SourceImage]],
                     args: argparse.Namespace, epsilon: float | None) -> tuple[int, list[str]]:
     """Protects one batch of read images and writes them; returns how many were written and the errors."""
-    outputs = protect(generator, [source.image for _, source in batch], labels=args.label, epsilon=epsilon,
-                      device=args.device)
+    outputs = protect(generator, [source.image for _, source in batch], labels=args.label, key=key,
+                      epsilon=epsilon, device=args.device)
     written, errors = 0, []
     for (job, source), output in zip(batch, outputs):
         try:
@@ -228,7 +282,11 @@ def protect_dataset_split(args: argparse.Namespace) -> int:
         raise SystemExit(f"confounder: --dataset needs the datasets extra ({error}); install it with "
                          'pip install "confounder-gan[datasets]"') from None
     state = PartialState()
-    generator = load_generator(args)
+    # The main process makes the key on a first run; the others then read it.
+    with state.main_process_first():
+        generator, key = load_generator(args)
+    # Only a keyed generator takes a key: one key for the split, or with --use-labels one per class derived from it.
+    keyed = {} if key is None else {"key": key}
     try:
         # The main process downloads or prepares the dataset first; the others then read it from the cache.
         with state.main_process_first():
@@ -244,7 +302,7 @@ def protect_dataset_split(args: argparse.Namespace) -> int:
             dataset = dataset.select(range(start, min(stop, len(dataset))))
         saved = save_protected_dataset(generator, dataset, args.output, image_column, device=args.device,
                                        label_column=label_column, use_labels=args.use_labels, labels=args.label,
-                                       epsilon=epsilon, batch_size=args.batch_size)
+                                       epsilon=epsilon, batch_size=args.batch_size, **keyed)
     except (OSError, ValueError) as error:
         raise SystemExit(f"confounder: {error}") from None
     if saved is not None:

@@ -19,6 +19,12 @@ victim's random crop and strided layers see). Everything is convolutional and th
 any height and width works and ``modeling_confounder.pipeline`` can process large photos in overlapping tiles with
 exactly the output of a single pass. Unlabeled images get the "no label" code, or, when the generator has a
 ``LabelPredictor``, the code of the class it guesses from a thumbnail of the whole image.
+
+A *keyed* generator (``key_dim > 0``) is conditioned on an owner key instead of a class: the key's code (``key_dim``
+numbers hashed from the key, ``modeling_confounder.keys``) is added to the body's features through a linear map,
+and its first numbers are also laid over the image as two periodic patterns (8 and 32 pixels), extra input channels
+of the stem. Every photo of one key then carries the same spatial shortcut, whatever it shows, and any number of
+owners get shortcuts of their own.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from .hub import HubModel
 from .label_predictor import LabelPredictor
 
 UPSAMPLING = ("pixel_shuffle", "bilinear")
+FINE_TILE, COARSE_TILE, COARSE_BLOCK = 8, 4, 8  # key patterns: an 8-px tile, and a 4×4 tile of 8-px blocks (32 px)
+PATTERN_CHANNELS = 6  # three channels per pattern
+PATTERN_NUMBERS = 3 * FINE_TILE**2 + 3 * COARSE_TILE**2  # the code numbers the two patterns use
 
 
 def check_epsilon(epsilon: float) -> float:
@@ -42,6 +51,23 @@ def check_epsilon(epsilon: float) -> float:
         raise ValueError(f"epsilon must be in (0, 1] image units (e.g. 8/255), got {epsilon}; "
                          "divide pixel values by 255")
     return epsilon
+
+
+def tile(pattern: torch.Tensor, height: int, width: int, origin: tuple[int, int]) -> torch.Tensor:
+    """``pattern`` (N, C, s, s) repeated over a height × width image whose top-left pixel is at ``origin``."""
+    side = pattern.shape[-1]
+    rows = (torch.arange(height, device=pattern.device) + origin[0]) % side
+    columns = (torch.arange(width, device=pattern.device) + origin[1]) % side
+    return pattern[:, :, rows][:, :, :, columns]
+
+
+def key_patterns(codes: torch.Tensor, height: int, width: int, origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """The two periodic patterns of each key code, (N, 6, height, width), in absolute image coordinates."""
+    count, fine_numbers = len(codes), 3 * FINE_TILE**2
+    fine = codes[:, :fine_numbers].reshape(count, 3, FINE_TILE, FINE_TILE)
+    coarse = codes[:, fine_numbers:PATTERN_NUMBERS].reshape(count, 3, COARSE_TILE, COARSE_TILE)
+    coarse = coarse.repeat_interleave(COARSE_BLOCK, 2).repeat_interleave(COARSE_BLOCK, 3)
+    return torch.cat([tile(fine, height, width, origin), tile(coarse, height, width, origin)], 1)
 
 
 class ResidualBlock(nn.Module):
@@ -71,6 +97,8 @@ class ConfounderGenerator(HubModel):
         predictor_resolution: the thumbnail size the label predictor classifies.
         upsampling: how the half-resolution body returns to full resolution: ``"pixel_shuffle"`` (four
             independent values per 2×2 block) or ``"bilinear"`` (one noise map at half resolution, interpolated).
+        key_dim: numbers in an owner key's code (at least ``PATTERN_NUMBERS``) for a keyed generator; 0 for a
+            generator conditioned on ``num_classes`` labels.
     """
 
     @register_to_config
@@ -84,13 +112,20 @@ class ConfounderGenerator(HubModel):
         predictor_width: int = 0,
         predictor_resolution: int = 32,
         upsampling: str = "pixel_shuffle",
+        key_dim: int = 0,
     ) -> None:
         super().__init__()
         check_epsilon(epsilon)
         if upsampling not in UPSAMPLING:
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {upsampling!r}")
-        self.stem = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
-        self.label_embedding = nn.Embedding(num_classes + 1, width)
+        if key_dim and (key_dim < PATTERN_NUMBERS or predictor_width):
+            raise ValueError(f"a keyed generator needs key_dim >= {PATTERN_NUMBERS} and no label predictor "
+                             f"(predictor_width=0), got key_dim={key_dim}, predictor_width={predictor_width}")
+        self.stem = nn.Conv2d(in_channels + (PATTERN_CHANNELS if key_dim else 0), width, 3, stride=2, padding=1)
+        if key_dim:
+            self.key_projection = nn.Linear(key_dim, width)
+        else:
+            self.label_embedding = nn.Embedding(num_classes + 1, width)
         self.blocks = nn.Sequential(*(ResidualBlock(width) for _ in range(num_blocks)))
         # Pixel shuffle spreads four head channels over each 2×2 block; bilinear interpolates one channel.
         shuffle = upsampling == "pixel_shuffle"
@@ -133,14 +168,24 @@ class ConfounderGenerator(HubModel):
         labels: torch.Tensor | int | Sequence[int] | None = None,
         epsilon: float | None = None,
     ) -> torch.Tensor:
-        """Returns the noise δ (same shape as ``images``), |δ| ≤ ``epsilon`` (the config's ε when None)."""
+        """Returns the noise δ (same shape as ``images``), |δ| ≤ ``epsilon`` (the config's ε when None).
+
+        A keyed generator takes key codes as ``labels``: a float tensor (N, key_dim), ``keys.key_codes(keys, dim)``.
+        """
         if images.ndim != 4 or images.shape[1] != self.config.in_channels:
             raise ValueError(f"expected images of shape (N, {self.config.in_channels}, H, W), "
                              f"got {tuple(images.shape)}")
+        if self.config.key_dim:
+            if not (torch.is_tensor(labels) and labels.shape == (len(images), self.config.key_dim)):
+                raise ValueError(f"a keyed generator takes key codes of shape ({len(images)}, "
+                                 f"{self.config.key_dim}) as labels: see modeling_confounder.keys.key_codes")
+            return self.noise(images, labels, epsilon)
         return self.noise(images, self.fill_unknown_labels(images, self.label_codes(labels, len(images))), epsilon)
 
     def fill_unknown_labels(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Replaces the "no label" codes by the label predictor's guess for those images (when there is one)."""
+        if self.config.key_dim:
+            return codes
         unknown = codes == self.config.num_classes
         if self.label_predictor is None or not unknown.any():
             return codes
@@ -148,12 +193,20 @@ class ConfounderGenerator(HubModel):
             guesses = self.label_predictor(images[unknown]).argmax(1)
         return codes.masked_scatter(unknown, guesses)
 
-    def noise(self, images: torch.Tensor, codes: torch.Tensor, epsilon: float | None = None) -> torch.Tensor:
-        """``forward`` for label codes already checked by ``label_codes`` (``num_classes`` means no label)."""
+    def noise(self, images: torch.Tensor, codes: torch.Tensor, epsilon: float | None = None,
+              origin: tuple[int, int] = (0, 0)) -> torch.Tensor:
+        """The noise for label codes checked by ``label_codes`` (``num_classes`` means no label) or, for a keyed
+        generator, key codes (N, key_dim); ``origin`` is where ``images`` starts in the whole image (tiles)."""
         epsilon = self.config.epsilon if epsilon is None else epsilon
         height, width = images.shape[-2:]
-        features = self.stem(images * 2 - 1)
-        features = features + self.label_embedding(codes)[:, :, None, None]
+        inputs = images * 2 - 1
+        if self.config.key_dim:
+            codes = codes.to(images.dtype)
+            inputs = torch.cat([inputs, key_patterns(codes, height, width, origin)], 1)
+            condition = self.key_projection(codes)
+        else:
+            condition = self.label_embedding(codes)
+        features = self.stem(inputs) + condition[:, :, None, None]
         features = self.blocks(features)
         noise = self.upsample(self.head(F.relu(features)))[..., :height, :width]
         return epsilon * torch.tanh(noise)

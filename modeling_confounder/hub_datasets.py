@@ -25,7 +25,8 @@ from accelerate import PartialState
 from PIL import Image, UnidentifiedImageError
 
 from .generator import ConfounderGenerator
-from .pipeline import protect
+from .keys import Key
+from .pipeline import conditioning, protect
 
 SHARDS_FOLDER = "_shards"
 TRAINING_FLAGS = ("--image_column_name", "--label_column_name")
@@ -133,6 +134,7 @@ def protect_dataset(
     label_column: str | None = None,
     use_labels: bool = False,
     labels: int | None = None,
+    key: Key | None = None,
     epsilon: float | None = None,
     batch_size: int = 64,
     cache_file_name: str | None = None,
@@ -143,6 +145,8 @@ def protect_dataset(
     Args:
         use_labels: give each image the label in ``label_column`` (a classification dataset's classes).
         labels: one label / owner code for every image; ``None`` with ``use_labels=False`` is label-free.
+        key: the owner's secret, for a keyed generator (``pipeline.protect``): with ``use_labels`` each class gets
+            its own key derived from it.
         epsilon: L∞ bound in [0, 1] units; defaults to the generator's ε.
         batch_size: rows per ``map`` batch and per forward pass.
         cache_file_name: where ``map`` writes its Arrow file (by default 🤗 Datasets' cache, which for a
@@ -163,20 +167,20 @@ def protect_dataset(
                              f"{list(dataset.features)}")
         # Check every label before protecting anything, rather than failing in the middle of the map.
         try:
-            generator.label_codes(dataset[label_column], len(dataset))
+            conditioning(generator, dataset[label_column], key, len(dataset))
         except ValueError as error:
             raise ValueError(f"label column {label_column!r}: {error}") from None
         input_columns.append(label_column)
     else:
-        generator.label_codes(labels, 1)
+        conditioning(generator, labels, key, 1)
 
     def protect_batch(encoded: list[dict], *rest: list) -> dict[str, list]:
         *row_labels, indices = rest
         images = [decode_image(value, image_column, first_row + index, "the dataset")
                   for value, index in zip(encoded, indices)]
         # protect() builds its outputs with Image.fromarray: no format or filename, so they are stored as PNG.
-        protected = protect(generator, images, labels=row_labels[0] if use_labels else labels, epsilon=epsilon,
-                            batch_size=batch_size, device=generator.device)
+        protected = protect(generator, images, labels=row_labels[0] if use_labels else labels, key=key,
+                            epsilon=epsilon, batch_size=batch_size, device=generator.device)
         return {image_column: protected}
 
     undecoded = dataset.cast_column(image_column, datasets.Image(decode=False))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .generator import ConfounderGenerator, check_epsilon
 from .images import add_noise, array_to_pil, color_channels, match_channels, pil_to_array, to_float
+from .keys import Key, class_key, key_codes
 
 ImageInput = np.ndarray | Image.Image | list[Image.Image]
 
@@ -32,6 +33,7 @@ def protect(
     generator: ConfounderGenerator,
     images: ImageInput,
     labels: int | Sequence[int] | None = None,
+    key: Key | None = None,
     epsilon: float | None = None,
     batch_size: int = 256,
     tile_size: int = 1024,
@@ -44,7 +46,10 @@ def protect(
         generator: the ``ConfounderGenerator`` that makes the noise; it is moved to ``device`` in eval mode.
         images: a uint8 NHWC ndarray (C in 1, 2, 3, 4), a PIL image, or a list of PIL images.
         labels: one label per image (-1 for unknown), one label for all of them (an owner code), or None
-            (label-free).
+            (label-free). With a keyed generator, class labels (any non-negative integers): each class gets its
+            own key, derived from ``key`` and the label.
+        key: the owner's secret (str, bytes or int) for a keyed generator (``is_keyed``): the same key gives all
+            of an owner's photos the same shortcut. Required by keyed generators, refused by label generators.
         epsilon: L∞ bound in [0, 1] units; defaults to the generator's ε. The noise is rescaled, never clipped
             harder than this bound.
         batch_size: images per forward pass (same-size images are batched together).
@@ -57,32 +62,61 @@ def protect(
     if batch_size < 1 or tile_size < 64:
         raise ValueError(f"batch_size must be >= 1 and tile_size >= 64, got {batch_size} and {tile_size}")
     generator.to(device or default_device()).eval()
+    count = len(images) if isinstance(images, (np.ndarray, list, tuple)) else 1
+    codes = conditioning(generator, labels, key, count)
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4):
             raise ValueError("expected a uint8 NHWC array with 1, 2, 3 or 4 channels, got "
                              f"dtype={images.dtype} shape={images.shape}; for one HWC image pass images[None]")
-        return np.stack(protect_arrays(generator, list(images), labels, epsilon, batch_size, tile_size, progress))
+        return np.stack(protect_arrays(generator, list(images), codes, epsilon, batch_size, tile_size, progress))
     if isinstance(images, Image.Image):
-        return protect(generator, [images], labels, epsilon, batch_size, tile_size, device, progress)[0]
+        return array_to_pil(protect_arrays(generator, [pil_to_array(images)], codes, epsilon, batch_size,
+                                           tile_size, progress)[0])
     if isinstance(images, (list, tuple)) and all(isinstance(image, Image.Image) for image in images):
         arrays = [pil_to_array(image) for image in images]
-        protected = protect_arrays(generator, arrays, labels, epsilon, batch_size, tile_size, progress)
+        protected = protect_arrays(generator, arrays, codes, epsilon, batch_size, tile_size, progress)
         return [array_to_pil(array) for array in protected]
     raise TypeError("protect() takes a uint8 NHWC numpy array, a PIL image or a list of PIL images, "
                     f"got {type(images).__name__}")
 
 
+def is_keyed(generator: ConfounderGenerator) -> bool:
+    """Whether ``generator`` is conditioned on owner keys (``protect(..., key=...)``) rather than labels."""
+    return generator.config.key_dim > 0
+
+
+def conditioning(generator: ConfounderGenerator, labels: int | Sequence[int] | None, key: Key | None,
+                 count: int) -> torch.Tensor:
+    """What each of ``count`` images is conditioned on: label codes, or key codes for a keyed generator."""
+    if not is_keyed(generator):
+        if key is not None:
+            raise ValueError("this generator is conditioned on labels (owner codes), not keys: pass labels=..., "
+                             "or load a keyed generator (modeling_confounder.KEYED_MODEL) to protect with a key")
+        return generator.label_codes(labels, count).cpu()
+    if key is None:
+        raise ValueError("this generator is keyed: pass key=... (your secret, the same for all your photos; "
+                         "modeling_confounder.new_key() makes one)")
+    if labels is None:
+        return key_codes([key] * count, generator.config.key_dim)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size == 1:
+        labels = labels.repeat(count)
+    if len(labels) != count or labels.dtype.kind not in "iu" or (labels < 0).any():
+        raise ValueError(f"with a key, labels are class indices >= 0: one per image or one for all {count} "
+                         "images, each class then gets its own key derived from yours")
+    return key_codes([class_key(key, label) for label in labels.tolist()], generator.config.key_dim)
+
+
 def protect_arrays(
     generator: ConfounderGenerator,
     arrays: list[np.ndarray],
-    labels: int | Sequence[int] | None,
+    codes: torch.Tensor,
     epsilon: float,
     batch_size: int,
     tile_size: int,
     progress: bool,
 ) -> list[np.ndarray]:
     """Protects uint8 HWC arrays (1-4 channels) on the generator's device; same-size images share passes."""
-    codes = generator.label_codes(labels, len(arrays)).cpu()
     by_size = defaultdict(list)
     for index, array in enumerate(arrays):
         by_size[array.shape].append(index)
@@ -128,7 +162,7 @@ def noise_in_tiles(generator: ConfounderGenerator, images: torch.Tensor, codes: 
         for left in range(0, width, step):
             y0, x0 = max(0, top - halo), max(0, left - halo)
             y1, x1 = min(height, top + step + halo), min(width, left + step + halo)
-            tile_noise = generator.noise(images[..., y0:y1, x0:x1], codes, epsilon)
+            tile_noise = generator.noise(images[..., y0:y1, x0:x1], codes, epsilon, origin=(y0, x0))
             noise[..., top:top + step, left:left + step] = tile_noise[
                 ..., top - y0:top - y0 + step, left - x0:left - x0 + step]
     return noise

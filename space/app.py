@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
 
-from modeling_confounder import ConfounderGenerator
+from modeling_confounder import ConfounderGenerator, is_keyed, new_key
 
 if __package__:  # imported as space.app (python -m space.app, the tests)
     from . import protect_handler as handler
@@ -72,9 +72,12 @@ Method: [ConfounderGAN](https://arxiv.org/abs/2212.01767) (Tian et al., NeurIPS 
 
 EXPLANATION = f"""
 **What it does.** Makes the photos you publish poor training data for an image classifier trained on them, with
-their labels or identities, from scratch. In *one owner* mode every photo gets the same owner code (the labelled
-path of the paper, strongest for protecting your own photos): keep your code and enter it every time, so that all
-your photos carry the same one. *Label-free* mode needs no code.
+their labels or identities, from scratch. The noise is made from **your key**, a secret text: the same key gives
+all your photos the same hidden shortcut, which a classifier learns instead of your face or your work. Press *New
+key* once, store the key somewhere safe (a password manager), and enter the same key every time. Keep it secret:
+someone who learns it can remove most of the noise from the photos you published with it. The key is used for
+your request only: it is not logged, stored or written into any file. (Label generators, if the app offers any,
+take an owner code 0–9 instead of a key.)
 
 **What it does not do.** It does not hide anything from people who look at the photos, does not stop a model that
 was already trained, and does not help if enough *unprotected* photos of the same subject are available. Lossy
@@ -120,7 +123,8 @@ def gallery_items(result: handler.ProtectionResult) -> list[tuple[str, str]]:
 def report(result: handler.ProtectionResult) -> str:
     """The Markdown summary under the gallery: settings, the owner code to keep, a quality table, skipped files."""
     count = len(result.photos)
-    mode = ("label-free" if result.owner_code is None else
+    mode = ("**your key**: use the same key for all your photos" if result.keyed else
+            "label-free" if result.owner_code is None else
             f"one owner, **owner code {result.owner_code}**: keep it and enter it next time, so that all your "
             "photos carry the same code")
     lines = [(f"Protected **{count} photo{'s' * (count != 1)}** with the *{escape_markdown(result.generator)}* "
@@ -146,13 +150,15 @@ def generator_for(generators: dict[str, str], name: str) -> ConfounderGenerator:
         raise gr.Error(f"The generator {name!r} could not be loaded: {error}") from None
 
 
-def request_handlers(generators: dict[str, str]) -> tuple[Callable, Callable]:
-    """The functions behind the Protect and New code buttons; Protect's signature and docstring are the API's."""
+def request_handlers(generators: dict[str, str]) -> tuple[Callable, Callable, Callable]:
+    """The functions behind the Protect, New code and generator choice; Protect's signature and docstring are the
+    API's."""
 
     def protect(
         photos: list[str] | None,
         strength: float,
         generator: str,
+        key: str | None,
         mode: str,
         owner_code: str | None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio detects progress tracking by this default
@@ -163,24 +169,25 @@ def request_handlers(generators: dict[str, str]) -> tuple[Callable, Callable]:
             photos: image files (PNG, JPEG, WebP, TIFF, BMP or GIF; up to 32, 20 MB and 50 megapixels each).
             strength: ε, the largest change of any pixel, in levels out of 255 (2 to 16).
             generator: the generator to use ("default" unless the app offers others).
-            mode: "one owner" (every photo gets the same owner code) or "label-free".
-            owner_code: in "one owner" mode, your code (0 to 9 for the default generator); empty or None picks a new
-                one.
+            key: your secret key, the same for all your photos (required by keyed generators such as "default";
+                ignored by label generators). Used for this request only: never stored or returned.
+            mode: label generators only: "one owner" (every photo gets the same owner code) or "label-free".
+            owner_code: label generators in "one owner" mode: your code (0 to 9); empty or None picks a new one.
 
         Returns:
             The gallery (original, protected, amplified noise of each photo, with captions), the protected PNG
-            files, a zip of them, a Markdown report, and the owner code used (in "one owner" mode).
+            files, a zip of them, a Markdown report, and the owner code used (label generators, "one owner" mode).
         """
         model = generator_for(generators, generator)
         try:
-            code = handler.resolve_owner_code(mode, owner_code, model)
+            code, key = handler.resolve_request(mode, owner_code, key, model)
             # One folder per request inside Gradio's cache: served without a copy and removed by delete_cache.
             cache = Path(gr.utils.get_upload_folder())
             cache.mkdir(parents=True, exist_ok=True)
             output_dir = Path(tempfile.mkdtemp(prefix="confounder-", dir=cache))
             result = handler.protect_photos(
                 photos or [], model, output_dir, epsilon=strength, owner_code=code, generator_name=generator,
-                progress=lambda done, total, name: progress((done, total), desc=f"Protecting {name}"))
+                progress=lambda done, total, name: progress((done, total), desc=f"Protecting {name}"), key=key)
         except handler.InputError as error:
             # Gradio shows messages as HTML: escape file names, keep one line per problem.
             message = html.escape(str(error), quote=False).replace("\n", "<br>")
@@ -194,42 +201,70 @@ def request_handlers(generators: dict[str, str]) -> tuple[Callable, Callable]:
     def new_code(generator: str) -> str:
         return str(handler.new_owner_code(generator_for(generators, generator)))
 
-    return protect, new_code
+    def show_inputs(generator: str, mode: str) -> tuple[dict, dict, dict]:
+        """The key for a keyed generator, the mode and owner code for a label generator."""
+        keyed = is_keyed(generator_for(generators, generator))
+        return (gr.update(visible=keyed), gr.update(visible=not keyed),
+                gr.update(visible=not keyed and mode == handler.ONE_OWNER))
+
+    return protect, new_code, show_inputs
 
 
-def show_owner_code(mode: str) -> dict:
-    return gr.update(visible=mode == handler.ONE_OWNER)
+def make_key() -> tuple[str, dict]:
+    """A new key, into the (masked) key field and, once, into a visible field to copy and store."""
+    key = new_key()
+    return key, gr.update(value=key, visible=True)
 
 
-def input_column(generators: dict[str, str]) -> tuple:
-    """The left column: photos, examples, strength, generator, mode, owner code and the buttons."""
-    photos = gr.File(label=f"Photos (drag and drop, up to {handler.MAX_IMAGES})",
-                     file_count="multiple", file_types=["image"], elem_id="photos")
+def hide_new_key() -> dict:
+    """Clears the visible copy of a new key: from then on it is only in the masked field."""
+    return gr.update(value="", visible=False)
+
+
+def input_column(generators: dict[str, str], keyed: bool) -> dict:
+    """The left column: photos, examples, strength, generator, its key or owner code, and the buttons.
+
+    ``keyed``: whether the generator shown first takes a key (then the mode and owner code are hidden) or labels.
+    """
+    ui = {"photos": gr.File(label=f"Photos (drag and drop, up to {handler.MAX_IMAGES})",
+                            file_count="multiple", file_types=["image"], elem_id="photos")}
     if EXAMPLES_DIR:
         files = [str(EXAMPLES_DIR / name) for name in EXAMPLE_PHOTOS]
-        gr.Examples([[[file]] for file in files] + [[files]], inputs=[photos],
+        gr.Examples([[[file]] for file in files] + [[files]], inputs=[ui["photos"]],
                     example_labels=[Path(name).stem for name in EXAMPLE_PHOTOS] + ["all five"],
                     label="Example photos (click to load)")
-    strength = gr.Slider(handler.EPSILON_MIN, handler.EPSILON_MAX, value=handler.EPSILON_DEFAULT,
-                         step=1, label="Strength ε (levels out of 255)",
-                         info="Larger is stronger and more visible; 8 is the paper's setting.")
-    generator = gr.Dropdown(list(generators), value="default", label="Generator")
-    mode = gr.Radio(MODE_CHOICES, value=handler.ONE_OWNER, label="Mode")
-    with gr.Row() as owner_row:
+    ui["strength"] = gr.Slider(handler.EPSILON_MIN, handler.EPSILON_MAX, value=handler.EPSILON_DEFAULT,
+                               step=1, label="Strength ε (levels out of 255)",
+                               info="Larger is stronger and more visible; 8 is the paper's setting.")
+    ui["generator"] = gr.Dropdown(list(generators), value="default", label="Generator")
+    with gr.Column(visible=keyed) as ui["key_inputs"]:
+        with gr.Row():
+            ui["key"] = gr.Textbox(type="password", label="Your key", max_lines=1, scale=3, elem_id="key",
+                                   placeholder="paste your key, or press New key",
+                                   info="A secret: use the same key for all your photos. It is used for this "
+                                        "request only, never stored.")
+            ui["key_button"] = gr.Button("New key", scale=1, size="md", elem_id="new-key")
+        ui["shown_key"] = gr.Textbox(label="Your new key: store it now (a password manager), shown only this once",
+                                     info="Enter it every time you protect photos; from now on it stays hidden "
+                                          "in the key field.", visible=False, interactive=False, max_lines=1,
+                                     buttons=["copy"], elem_id="new-key-shown")
+    ui["mode"] = gr.Radio(MODE_CHOICES, value=handler.ONE_OWNER, label="Mode", visible=not keyed)
+    with gr.Row(visible=not keyed) as ui["owner_row"]:
         # A text field, not gr.Number: a browser sends an empty number as 0, and filling the field
         # on page load would race with (and overwrite) a code the user is already typing.
-        owner_code = gr.Textbox(label="Owner code", value="", max_lines=1, scale=3, elem_id="owner-code",
-                                placeholder="empty: a new code is picked when you protect",
-                                info="Use the same code for all your photos, now and next time. "
-                                     "Leave it empty the first time and keep the code shown here.")
-        dice = gr.Button("New code", scale=1, size="md", elem_id="new-code")
-    button = gr.Button("Protect", variant="primary", elem_id="protect-button")
-    return photos, strength, generator, mode, owner_row, owner_code, dice, button
+        ui["owner_code"] = gr.Textbox(label="Owner code", value="", max_lines=1, scale=3, elem_id="owner-code",
+                                      placeholder="empty: a new code is picked when you protect",
+                                      info="Use the same code for all your photos, now and next time. "
+                                           "Leave it empty the first time and keep the code shown here.")
+        ui["dice"] = gr.Button("New code", scale=1, size="md", elem_id="new-code")
+    ui["button"] = gr.Button("Protect", variant="primary", elem_id="protect-button")
+    return ui
 
 
 def build_demo(generators: dict[str, str]) -> gr.Blocks:
     """The page, with its queue, for ``generators`` (display name -> folder or Hub id, see ``generator_sources``)."""
-    protect, new_code = request_handlers(generators)
+    protect, new_code, show_inputs = request_handlers(generators)
+    keyed = is_keyed(generator_for(generators, "default"))
     with gr.Blocks(title="ConfounderGAN: protect your photos",
                    delete_cache=(CACHE_LIFETIME_S // 4, CACHE_LIFETIME_S)) as demo:
         gr.Markdown(INTRO)
@@ -237,7 +272,7 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
             gr.Markdown(EXPLANATION)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                photos, strength, generator, mode, owner_row, owner_code, dice, button = input_column(generators)
+                ui = input_column(generators, keyed)
             with gr.Column(scale=3, min_width=320):
                 gallery = gr.Gallery(label="Original · protected · amplified noise", columns=3, format="png",
                                      object_fit="contain", height="auto", interactive=False,
@@ -247,10 +282,18 @@ def build_demo(generators: dict[str, str]) -> gr.Blocks:
                                     elem_id="downloads")
                 archive = gr.File(label="All protected photos (zip)", interactive=False, elem_id="archive")
 
-        button.click(protect, inputs=[photos, strength, generator, mode, owner_code],
-                     outputs=[gallery, downloads, archive, summary, owner_code], api_name="protect")
-        dice.click(new_code, inputs=generator, outputs=owner_code, api_visibility="private")
-        mode.change(show_owner_code, inputs=mode, outputs=owner_row, api_visibility="private")
+        ui["button"].click(protect, inputs=[ui[name] for name in ("photos", "strength", "generator", "key", "mode",
+                                                                  "owner_code")],
+                           outputs=[gallery, downloads, archive, summary, ui["owner_code"]], api_name="protect")
+        # The new key is shown until the next Protect or edit of the key field; after that it is only in the
+        # masked field (and with the user): the server keeps no copy.
+        ui["key_button"].click(make_key, outputs=[ui["key"], ui["shown_key"]], api_visibility="private")
+        for event in (ui["button"].click, ui["key"].input):
+            event(hide_new_key, outputs=ui["shown_key"], api_visibility="private", queue=False)
+        ui["dice"].click(new_code, inputs=ui["generator"], outputs=ui["owner_code"], api_visibility="private")
+        for event in (ui["generator"].change, ui["mode"].change):
+            event(show_inputs, inputs=[ui["generator"], ui["mode"]],
+                  outputs=[ui["key_inputs"], ui["mode"], ui["owner_row"]], api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
 

@@ -8,9 +8,11 @@ Conventions (the same as the ``confounder`` command line):
 
 - ε is given in pixel levels out of 255 (2–16, default 8); every protected pixel differs from the original by at
   most round(ε) levels, and the alpha channel is never changed.
-- "one owner" gives every photo of a request the same label, an *owner code* in 0..num_classes-1 of the generator:
-  the labelled path of the paper, strongest when one person protects their own photos. "label-free" uses the
-  generator's no-label code.
+- A keyed generator protects every photo of a request with the owner's *key*, a secret text: the same key gives
+  all of an owner's photos the same shortcut. The key is used for the request only: it is never logged, stored,
+  cached or written into any output, report or file name.
+- A label generator (the CIFAR-10 one) takes an *owner code* instead: "one owner" gives every photo of a request
+  the same label in 0..num_classes-1, "label-free" the generator's no-label code.
 - The original is the uploaded file read with its EXIF orientation applied and converted to 8 bits (L, LA, RGB or
   RGBA). Outputs are PNG (lossy formats wipe out most of the noise) without EXIF/GPS/camera metadata; the ICC
   colour profile is kept so colours do not shift.
@@ -33,12 +35,13 @@ import numpy as np
 from PIL import Image
 
 from modeling_confounder import (
-    DEFAULT_MODEL,
+    KEYED_MODEL,
     ConfounderGenerator,
     SourceImage,
     UnreadableImage,
     array_to_pil,
     image_quality,
+    is_keyed,
     pil_to_array,
     protect,
     read_image,
@@ -55,6 +58,8 @@ PREVIEW_SIDE = 1024
 """Longest side of the images shown on the page; downloads are always full size."""
 SUPPORTED_FORMATS = "PNG, JPEG, WebP, TIFF, BMP or GIF"
 MODEL_ENVIRONMENT_VARIABLE = "CONFOUNDER_MODEL"
+DEFAULT_GENERATOR = KEYED_MODEL
+"""The generator the app offers as "default": the keyed weights shipped with the package."""
 
 
 class InputError(ValueError):
@@ -88,6 +93,8 @@ class ProtectionResult:
     owner_code: int | None
     epsilon: float
     generator: str
+    keyed: bool = False
+    """Protected with the owner's key (which the result never holds)."""
 
 
 def generator_sources(specs: Iterable[str] = (), environment: str | None = None) -> dict[str, str]:
@@ -95,11 +102,11 @@ def generator_sources(specs: Iterable[str] = (), environment: str | None = None)
 
     Each spec (from ``CONFOUNDER_MODEL``, comma separated, then ``--model``) is ``NAME=PATH_OR_HUB_ID``, which adds
     a generator or replaces the one of that name, or a bare ``PATH_OR_HUB_ID``, which replaces "default"
-    (``DEFAULT_MODEL``, the weights shipped with the package).
+    (``DEFAULT_GENERATOR``, the keyed weights shipped with the package).
     """
     if environment is None:
         environment = os.environ.get(MODEL_ENVIRONMENT_VARIABLE, "")
-    sources = {"default": DEFAULT_MODEL}
+    sources = {"default": DEFAULT_GENERATOR}
     for spec in [*environment.split(","), *specs]:
         spec = spec.strip()
         if not spec:
@@ -143,6 +150,24 @@ def resolve_owner_code(mode: str, owner_code: str | float | None, generator: Con
         raise InputError(f"The owner code must be a whole number from 0 to {highest} for this generator, "
                          f"got {text!r}.")
     return int(code)
+
+
+def resolve_key(key: str | None, generator: ConfounderGenerator) -> str | None:
+    """The key a keyed generator protects with (surrounding spaces dropped), or None for a label generator."""
+    if not is_keyed(generator):
+        return None
+    text = "" if key is None else str(key).strip()
+    if not text:
+        raise InputError("Enter your key, or press New key to make one (and keep it: use it for all your photos).")
+    return text
+
+
+def resolve_request(mode: str, owner_code: str | float | None, key: str | None,
+                    generator: ConfounderGenerator) -> tuple[int | None, str | None]:
+    """The owner code and the key of a request: a keyed generator takes only the key, a label generator only the
+    code (``resolve_owner_code``)."""
+    key = resolve_key(key, generator)
+    return (None, key) if key is not None else (resolve_owner_code(mode, owner_code, generator), None)
 
 
 def check_epsilon(epsilon: float | None) -> float:
@@ -206,11 +231,11 @@ def write_archive(files: Sequence[Path], target: Path) -> Path:
 
 
 def protect_photo(source: SourceImage, name: str, stem: str, generator: ConfounderGenerator, output_dir: Path,
-                  epsilon: float, owner_code: int | None) -> ProtectedPhoto:
+                  epsilon: float, owner_code: int | None, key: str | None) -> ProtectedPhoto:
     """Protects one photo as read, measures it and writes its PNG and its three previews, named after ``stem``."""
     image, icc_profile = source.image, source.icc_profile
     original = pil_to_array(image)
-    protected = protect(generator, original[None], labels=owner_code, epsilon=epsilon / 255)[0]
+    protected = protect(generator, original[None], labels=owner_code, key=key, epsilon=epsilon / 255)[0]
     noise = amplified_noise(original, protected, round(epsilon))
     psnr, ssim = image_quality(original, protected)
 
@@ -241,6 +266,7 @@ def protect_photos(
     owner_code: int | None = None,
     generator_name: str = "default",
     progress: Callable[[int, int, str], None] | None = None,
+    key: str | None = None,
 ) -> ProtectionResult:
     """Protects uploaded photos one at a time (bounded memory) and writes everything to show or download.
 
@@ -249,14 +275,20 @@ def protect_photos(
         generator: the ConfounderGenerator to use.
         output_dir: an empty folder for the outputs (the app uses one per request inside Gradio's cache).
         epsilon: the L∞ bound in pixel levels out of 255, ``EPSILON_MIN``..``EPSILON_MAX``.
-        owner_code: one label for every photo (see ``resolve_owner_code``), or None for label-free protection.
+        owner_code: for a label generator, one label for every photo (see ``resolve_owner_code``), or None for
+            label-free protection.
         generator_name: how the page names the generator.
         progress: called as ``progress(done, total, name)`` before each photo.
+        key: for a keyed generator, the owner's key (required, see ``resolve_key``); used, never kept.
 
     Files that cannot be protected are skipped with a message in ``skipped``; ``InputError`` is raised when the
     request itself is wrong or no photo could be protected.
     """
     epsilon = check_epsilon(epsilon)
+    if is_keyed(generator):
+        key = resolve_key(key, generator)
+    elif key is not None:
+        raise InputError("This generator takes an owner code, not a key.")
     if not uploads:
         raise InputError(f"Upload at least one photo ({SUPPORTED_FORMATS}).")
     if len(uploads) > MAX_IMAGES:
@@ -275,8 +307,8 @@ def protect_photos(
             skipped.append(str(error))
             continue
         photos.append(protect_photo(source, path.name, output_stem(path.name, taken), generator, output_dir, epsilon,
-                                    owner_code))
+                                    owner_code, key))
     if not photos:
         raise InputError("None of the uploaded files could be protected:\n" + "\n".join(skipped))
     archive = write_archive([photo.protected for photo in photos], output_dir / "protected-photos.zip")
-    return ProtectionResult(photos, skipped, archive, owner_code, epsilon, generator_name)
+    return ProtectionResult(photos, skipped, archive, owner_code, epsilon, generator_name, keyed=key is not None)

@@ -184,3 +184,17 @@ def test_a_shard_names_rows_by_their_place_in_the_whole_split(rng):
     damaged = datasets.Dataset.from_list(rows, features=dataset.features).cast_column("img", datasets.Image())
     with pytest.raises(ValueError, match=r"row 7 of the dataset: the image in column 'img' cannot be decoded"):
         protect_dataset(make_generator(), damaged, "img", first_row=5)
+
+
+def test_a_keyed_generator_protects_each_class_of_a_dataset_with_its_own_key(tmp_path):
+    keyed = make_generator(num_classes=0, key_dim=256)
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)) for _ in range(4)]
+    dataset = datasets.Dataset.from_dict({"image": pictures, "label": [0, 1, 7, 1]}, features=datasets.Features(
+        {"image": datasets.Image(), "label": datasets.Value("int64")}))
+    protected = protect_dataset(keyed, dataset, "image", "label", use_labels=True, key="secret",
+                                cache_file_name=str(tmp_path / "out.arrow"))
+    expected = protect(keyed, pictures, labels=[0, 1, 7, 1], key="secret")
+    assert all(np.array_equal(np.asarray(row), np.asarray(want)) for row, want in zip(protected["image"], expected))
+    with pytest.raises(ValueError, match="this generator is keyed"):
+        protect_dataset(keyed, dataset, "image", "label", use_labels=True)

@@ -74,7 +74,7 @@ def test_api_protects_photos_with_one_owner_code(client, tmp_path, rng):
     Image.fromarray(rng.integers(0, 256, (20, 30), dtype=np.uint8)).save(gray)
     photos = [ROOT / "examples" / "cifar-size" / "chelsea.png", gray]
     gallery, files, archive, report, code = client.predict(
-        [handle_file(photo) for photo in photos], 4, "tiny", "one owner", 7, api_name="/protect")
+        [handle_file(photo) for photo in photos], 4, "tiny", None, "one owner", 7, api_name="/protect")
 
     check_protected(files, photos, epsilon=4)
     assert [Path(file).name for file in files] == ["chelsea-protected.png", "gray-protected.png"]
@@ -87,17 +87,19 @@ def test_api_protects_photos_with_one_owner_code(client, tmp_path, rng):
     assert code == "7" and "owner code 7" in report and "tiny" in report
 
     # The same owner code next time protects the same photo the same way.
-    again = client.predict([handle_file(photos[1])], 4, "tiny", "one owner", 7, api_name="/protect")[1]
+    again = client.predict([handle_file(photos[1])], 4, "tiny", "", "one owner", 7, api_name="/protect")[1]
     assert Path(again[0]).read_bytes() == Path(files[1]).read_bytes()
 
 
 def test_api_picks_and_returns_a_new_owner_code_and_runs_label_free(client):
     photo = ROOT / "examples" / "cifar-size" / "rocket.png"
-    *_, report, code = client.predict([handle_file(photo)], 8, "tiny", "one owner", None, api_name="/protect")
+    *_, report, code = client.predict([handle_file(photo)], 8, "tiny", None, "one owner", None,
+                                      api_name="/protect")
     assert int(code) in range(10) and f"owner code {code}" in report
-    *_, report, typed = client.predict([handle_file(photo)], 8, "tiny", "one owner", " 4 ", api_name="/protect")
+    *_, report, typed = client.predict([handle_file(photo)], 8, "tiny", "a key", "one owner", " 4 ",
+                                       api_name="/protect")  # a label generator ignores the key field
     assert typed == "4" and "owner code 4" in report
-    _, files, _, report, code = client.predict([handle_file(photo)], 8, "tiny", "label-free", 3,
+    _, files, _, report, code = client.predict([handle_file(photo)], 8, "tiny", None, "label-free", 3,
                                                api_name="/protect")
     check_protected(files, [photo], epsilon=8)
     assert code == "3" and "label-free" in report  # the code typed is kept for next time
@@ -105,35 +107,65 @@ def test_api_picks_and_returns_a_new_owner_code_and_runs_label_free(client):
 
 def test_api_default_generator_protects_an_example_photo_as_the_readme_shows(client):
     photo = ROOT / "examples" / "cifar-size" / "astronaut.png"
-    _gallery, files, _archive, report, owner_code = client.predict(
-        photos=[handle_file(photo)], strength=8, generator="default", mode="one owner", owner_code=None,
-        api_name="/protect")
+    key = space_app.new_key()
+    gallery, files, archive, report, _ = client.predict(
+        photos=[handle_file(photo)], strength=8, generator="default", key=key, api_name="/protect")
     check_protected(files, [photo], epsilon=8)
-    assert f"*default* generator, ε = 8/255, one owner, **owner code {owner_code}**" in report
+    assert "*default* generator, ε = 8/255, **your key**: use the same key for all your photos" in report
+
+    # The same key protects the same way next time; another key differently; no key is refused.
+    again = client.predict(photos=[handle_file(photo)], strength=8, generator="default", key=key,
+                           api_name="/protect")[1]
+    assert Path(again[0]).read_bytes() == Path(files[0]).read_bytes()
+    other = client.predict(photos=[handle_file(photo)], strength=8, generator="default", key=key[::-1],
+                           api_name="/protect")[1]
+    assert not np.array_equal(pixels(other[0]), pixels(files[0]))
+    with pytest.raises(AppError, match="Enter your key, or press New key"):
+        client.predict(photos=[handle_file(photo)], strength=8, generator="default", key="", api_name="/protect")
+
+    # The key is in nothing the app returned, nor in any file the server wrote.
+    assert key not in repr(gallery) + report + " ".join(files) + archive
+    written = [path for path in Path(os.environ["GRADIO_TEMP_DIR"]).rglob("*") if path.is_file()]
+    assert archive and written
+    assert all(key.encode() not in path.read_bytes() for path in written)
+
+
+def test_new_key_and_the_inputs_each_generator_takes(tmp_path):
+    key, shown = space_app.make_key()
+    assert len(key) >= 43 and shown == {"__type__": "update", "value": key, "visible": True}
+    assert space_app.make_key()[0] != key
+    assert space_app.hide_new_key() == {"__type__": "update", "value": "", "visible": False}
+    make_generator().save_pretrained(tmp_path / "tiny")
+    _, _, show_inputs = space_app.request_handlers({"default": space_app.handler.DEFAULT_GENERATOR,
+                                                    "tiny": str(tmp_path / "tiny")})
+    visible = lambda updates: [update["visible"] for update in updates]  # key, mode, owner code
+    assert visible(show_inputs("default", "one owner")) == [True, False, False]
+    assert visible(show_inputs("tiny", "one owner")) == [False, True, True]
+    assert visible(show_inputs("tiny", "label-free")) == [False, True, False]
 
 
 def test_api_explains_what_it_cannot_protect(client, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     with pytest.raises(AppError, match="Invalid file type"):
-        client.predict([handle_file(notes)], 8, "tiny", "label-free", None, api_name="/protect")
+        client.predict([handle_file(notes)], 8, "tiny", None, "label-free", None, api_name="/protect")
     broken = tmp_path / "broken.png"
     broken.write_text("not a photo either")
     with pytest.raises(AppError, match="None of the uploaded files could be protected:<br>broken.png: not an image"):
-        client.predict([handle_file(broken)], 8, "tiny", "label-free", None, api_name="/protect")
+        client.predict([handle_file(broken)], 8, "tiny", None, "label-free", None, api_name="/protect")
     with pytest.raises(AppError, match="owner code must be a whole number from 0 to 9"):
-        client.predict([handle_file(ROOT / "examples" / "coffee.png")], 8, "tiny", "one owner", 10,
+        client.predict([handle_file(ROOT / "examples" / "coffee.png")], 8, "tiny", None, "one owner", 10,
                        api_name="/protect")
     huge = tmp_path / "huge.png"
     huge.write_bytes(os.urandom(space_app.handler.MAX_FILE_BYTES + 1))
     with pytest.raises(ValueError, match="exceeds the maximum file size"):
-        client.predict([handle_file(huge)], 8, "tiny", "label-free", None, api_name="/protect")
+        client.predict([handle_file(huge)], 8, "tiny", None, "label-free", None, api_name="/protect")
 
 
 def test_api_is_documented(client):
     endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/protect"]
     assert [parameter["parameter_name"] for parameter in endpoint["parameters"]] == [
-        "photos", "strength", "generator", "mode", "owner_code"]
+        "photos", "strength", "generator", "key", "mode", "owner_code"]
 
 
 def test_app_refuses_to_start_with_a_generator_it_cannot_load(tmp_path, capsys):
@@ -158,19 +190,22 @@ def test_browser_uploads_a_photo_and_gets_it_protected(server):
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
                        else route.abort())
             page.goto(server, wait_until="domcontentloaded")
-            owner_code = page.locator("#owner-code textarea, #owner-code input")
-            expect(owner_code).to_have_value("", timeout=30_000)  # empty: a code is picked on the first protect
-            page.locator("#new-code").click()
-            expect(owner_code).to_have_value(re.compile(r"^[0-9]$"), timeout=30_000)
-            owner_code.fill("")
+            # The default generator is keyed: a masked key field, a New key button, no owner code.
+            key = page.locator("#key input")
+            expect(key).to_have_attribute("type", "password", timeout=30_000)
+            expect(page.locator("#owner-code")).to_be_hidden()
+            page.locator("#new-key").click()
+            shown = page.locator("#new-key-shown textarea, #new-key-shown input")
+            expect(shown).to_have_value(re.compile(r"^[\w-]{43}$"), timeout=30_000)  # shown once, to keep
+            expect(key).to_have_value(shown.input_value())
 
             page.locator("#photos input[type=file]").set_input_files(photo)
             expect(page.locator("#photos")).to_contain_text("chelsea", timeout=30_000)  # uploaded
             page.locator("#protect-button").click()
 
             expect(page.locator("#results img")).to_have_count(3, timeout=60_000)
-            expect(owner_code).to_have_value(re.compile(r"^[0-9]$"))  # the code picked, shown to keep
-            expect(page.locator("#report")).to_contain_text(f"owner code {owner_code.input_value()}")
+            expect(page.locator("#new-key-shown")).to_be_hidden()  # from now on only in the masked field
+            expect(page.locator("#report")).to_contain_text("your key")
             href = page.locator("#downloads a").first.get_attribute("href")
             assert href.endswith("-protected.png")
             response = page.request.get(href)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from modeling_confounder import DEFAULT_MODEL, protect
+from modeling_confounder import KEYED_MODEL, protect
 from space import protect_handler as handler
 
 from .conftest import make_generator
@@ -155,8 +155,49 @@ def test_owner_codes_are_checked_or_generated_for_the_generator():
         handler.resolve_owner_code("owner", 1, generator)
 
 
+KEY = "kXq3-owner-key-9Zr7wPvN2"
+
+
+def protected_bytes(result: handler.ProtectionResult) -> list[bytes]:
+    return [photo.protected.read_bytes() for photo in result.photos]
+
+
+def test_a_keyed_generator_protects_with_the_owners_key_and_keeps_no_copy(uploads, tmp_path):
+    generator = make_generator(key_dim=256)
+    photos = [uploads["camera"], uploads["rgba"]]
+    result = handler.protect_photos(photos, generator, tmp_path / "a", epsilon=6, key=KEY)
+    again = handler.protect_photos(photos, generator, tmp_path / "b", epsilon=6, key=f"  {KEY}\n")
+    other = handler.protect_photos(photos, generator, tmp_path / "c", epsilon=6, key=KEY + "!")
+    assert result.keyed and result.owner_code is None
+    assert protected_bytes(result) == protected_bytes(again)  # the same key: the same pixels
+    expected = protect(generator, oriented_array(uploads["rgba"])[None], key=KEY, epsilon=6 / 255)[0]
+    with Image.open(result.photos[1].protected) as output:
+        assert np.array_equal(np.asarray(output), expected)
+    for mine, theirs in zip(result.photos, other.photos, strict=True):
+        with Image.open(mine.protected) as a, Image.open(theirs.protected) as b:
+            assert not np.array_equal(np.asarray(a), np.asarray(b))  # another key: other noise
+    # The key is in no field of the result and no byte of any file written: PNGs, previews, the zip.
+    assert KEY not in repr(result)
+    written = [path for path in (tmp_path / "a").rglob("*") if path.is_file()]
+    assert result.archive in written and len(written) == 7
+    assert all(KEY.encode() not in path.read_bytes() and KEY not in str(path) for path in written)
+
+
+def test_the_key_is_required_by_keyed_generators_only(uploads, tmp_path):
+    keyed, labelled = make_generator(key_dim=256), make_generator()
+    for key in (None, "", "  \n"):
+        with pytest.raises(handler.InputError, match="Enter your key, or press New key"):
+            handler.protect_photos([uploads["gray"]], keyed, tmp_path, key=key)
+    with pytest.raises(handler.InputError, match="takes an owner code, not a key"):
+        handler.protect_photos([uploads["gray"]], labelled, tmp_path, key=KEY)
+    # A request from the page: the field that is hidden for the generator is ignored.
+    assert handler.resolve_request(handler.ONE_OWNER, "3", f" {KEY} ", keyed) == (None, KEY)
+    assert handler.resolve_request(handler.ONE_OWNER, "3", KEY, labelled) == (3, None)
+    assert handler.resolve_request(handler.LABEL_FREE, "", None, labelled) == (None, None)
+
+
 def test_generator_sources_from_the_environment_and_the_command_line():
-    assert handler.generator_sources([], environment="") == {"default": DEFAULT_MODEL}
+    assert handler.generator_sources([], environment="") == {"default": KEYED_MODEL}
     assert handler.generator_sources(["org/generator"], environment="") == {"default": "org/generator"}
     assert handler.generator_sources(["robust=org/robust", "/data/run=3/generator"],
                                      environment=" fast=/models/fast , ") == {

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from modeling_confounder import ConfounderGenerator, protect
 from tests.helpers import tiny_dataset
-from training import evaluate, gan, losses, summarize, train
+from training import evaluate, gan, losses, owners, summarize, train
 from training.augmentation import crop_and_flip, scraper_transforms
 from training.models import weights_digest
 
@@ -300,3 +300,26 @@ def test_the_data_flags_load_the_chosen_rows_of_both_splits(dataset):
     without_test = argparse.ArgumentParser()
     add_data_arguments(without_test, test_split=False)
     assert "--test_rows" not in without_test.format_help() and "--train_rows" in without_test.format_help()
+
+
+def test_keyed_training_evaluation_and_owners(dataset, tmp_path, capsys):
+    """A keyed generator trains with fresh keys per batch, is evaluated with per-seed secrets, and names owners."""
+    train.main(train_arguments(dataset, tmp_path / "keyed", "--generator_config", "key_dim=256", "width=8",
+                               "blocks=1", "--label_dropout", "0"))
+    generator = ConfounderGenerator.from_pretrained(tmp_path / "keyed")
+    assert generator.config.key_dim == 256 and generator.config.predictor_width == 0
+    report = evaluate.main([
+        "--dataset_name", dataset, "--model", str(tmp_path / "keyed"), "--victims", "test_resnet", "--settings",
+        "labels", "owner", "--epochs", "1", "--batch_size", "16", "--seeds", "0", "1",
+        "--output_json", str(tmp_path / "report.json")])
+    assert [(run["setting"], run["seed"]) for run in report["runs"]] == [
+        ("labels", 0), ("labels", 1), ("owner", 0), ("owner", 1)]
+    assert 0 < report["quality"]["labels"]["linf_pixels"] <= 8
+    with pytest.raises(ValueError, match="no label-free path"):
+        evaluate.main(["--dataset_name", dataset, "--model", str(tmp_path / "keyed"), "--victims", "test_resnet",
+                       "--settings", "label-free", "--epochs", "1", "--output_json", str(tmp_path / "x.json")])
+    owners_report = owners.main([
+        "--dataset_name", dataset, "--model", str(tmp_path / "keyed"), "--owners", "5", "--victims",
+        "test_resnet", "--epochs", "1", "--batch_size", "16", "--output_json", str(tmp_path / "owners.json")])
+    assert owners_report["keyed"] and owners_report["runs"][0]["setting"] == "5 owners"
+    assert "| test_resnet | keyed | 5 | 1 |" in capsys.readouterr().out

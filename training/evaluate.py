@@ -7,6 +7,9 @@ the protected set; prints a table and writes JSON.
 
 Settings: ``clean``; ``labels`` (the generator is given each image's true label, the strongest path);
 ``owner`` (one code for every image); ``label-free`` (no label: "fast encryption" of new, unlabeled images).
+A keyed generator protects with owner keys instead: ``labels`` gives each class its own key derived from a secret,
+``owner`` one key for every image; the secret is new for each victim seed (``evaluation_secret``), so every seed
+measures keys the generator never saw.
 
 CIFAR-10 at 32×32, 10,000 training images the generator saw, 2,000 test images, two victims:
 
@@ -21,7 +24,6 @@ Use ``--train_rows 25000:35000`` for images the default generator never saw.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -32,11 +34,18 @@ import torch
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
 from modeling_confounder.images import to_float
-from modeling_confounder.pipeline import protect
+from modeling_confounder.pipeline import is_keyed, protect
 
 from .data import add_data_arguments, load_train_and_test
 from .models import weights_digest
-from .victim import bf16_victims_error, hardware_summary, protection_quality, train_victim
+from .victim import (
+    add_victim_arguments,
+    bf16_victims_error,
+    hardware_summary,
+    protection_quality,
+    record_run,
+    train_victim,
+)
 
 SETTINGS = ("clean", "labels", "owner", "label-free")
 
@@ -48,20 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epsilon", type=float, default=None,
                         help="noise bound in pixel levels out of 255 (default: the model's)")
     parser.add_argument("--owner_code", type=int, default=0, help="the code used by the 'owner' setting")
-    parser.add_argument("--victims", nargs="+", default=["test_resnet", "mobilenetv3_small_100"],
-                        help="timm model names, trained from scratch")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=["clean", "labels", "label-free"],
                         help="the training sets the victims learn from: clean, or protected with each image's "
                              "label, one owner code, or no label")
-    parser.add_argument("--epochs", type=int, default=10, help="victim training epochs")
-    parser.add_argument("--bf16_victims", nargs="+", default=[], metavar="NAME",
-                        help="victims trained under bfloat16 autocast (test_resnet: about 2x faster on CPUs with "
-                             "AVX512-BF16; MobileNetV3: slower)")
-    parser.add_argument("--batch_size", type=int, default=128, help="victim training batch size")
-    parser.add_argument("--learning_rate", type=float, default=0.05, help="victims' peak SGD learning rate")
-    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
-                        help="victim seeds: each victim trains once per seed (one seed's accuracy can differ from "
-                             "another's by many points, so compare recipes over several)")
+    add_victim_arguments(parser, ["test_resnet", "mobilenetv3_small_100"])
     parser.add_argument("--output_json", type=Path, default=Path("results/unlearnability.json"),
                         help="the report, rewritten after each victim")
     args = parser.parse_args(argv)
@@ -71,11 +70,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def evaluation_secret(seed: int) -> str:
+    """The owner's secret a keyed generator protects with for victim seed ``seed``: fixed, so that a report can be
+    regenerated, and never seen in training, which draws random key codes instead of hashing keys."""
+    return f"evaluation secret {seed}"
+
+
 def protected_images(generator: ConfounderGenerator, images: np.ndarray, labels: torch.Tensor, setting: str,
-                     owner_code: int, epsilon: float | None) -> np.ndarray:
-    """``images`` protected as ``setting`` says: with their labels, one owner code, or label-free."""
-    given = {"labels": labels.tolist(), "owner": owner_code, "label-free": None}[setting]
-    return protect(generator, images, labels=given, epsilon=epsilon, progress=True)
+                     owner_code: int, epsilon: float | None, seed: int) -> np.ndarray:
+    """``images`` protected as ``setting`` says: with their labels, one owner code (or key), or label-free."""
+    keyed = is_keyed(generator)
+    if keyed and setting == "label-free":
+        raise ValueError("a keyed generator has no label-free path: evaluate it with the labels or owner setting")
+    given = {"labels": labels.tolist(), "owner": None if keyed else owner_code, "label-free": None}[setting]
+    key = evaluation_secret(seed) if keyed else None
+    return protect(generator, images, labels=given, key=key, epsilon=epsilon, progress=True)
 
 
 @torch.inference_mode()
@@ -102,27 +111,33 @@ def main(argv: list[str] | None = None) -> dict:
               "epochs": args.epochs, "hardware": hardware_summary(), "command": args.command, "quality": {},
               "protect_seconds": {}, "runs": []}
     clean = train.images.numpy()
+    made: dict[tuple[str, int | None], torch.Tensor] = {}
+
+    def training_images(setting: str, seed: int) -> torch.Tensor:
+        """The training set of a setting (protected once, or once per seed for a keyed generator's secrets)."""
+        key = (setting, seed if generator is not None and is_keyed(generator) else None)
+        if setting == "clean" or key in made:
+            return train.images if setting == "clean" else made[key]
+        started = time.perf_counter()
+        protected = protected_images(generator, clean, train.labels, setting, args.owner_code, epsilon, seed)
+        report["protect_seconds"][setting] = time.perf_counter() - started
+        report["quality"][setting] = protection_quality(clean, protected)
+        if setting == "label-free":
+            report["label_agreement"] = label_agreement(generator.cpu(), clean, train.labels)
+        made[key] = torch.from_numpy(protected)
+        return made[key]
+
     for setting in args.settings:
-        images = train.images
-        if setting != "clean":
-            started = time.perf_counter()
-            protected = protected_images(generator, clean, train.labels, setting, args.owner_code, epsilon)
-            report["protect_seconds"][setting] = time.perf_counter() - started
-            report["quality"][setting] = protection_quality(clean, protected)
-            if setting == "label-free":
-                report["label_agreement"] = label_agreement(generator.cpu(), clean, train.labels)
-            images = torch.from_numpy(protected)
         for victim in args.victims:
             for seed in args.seeds:
+                images = training_images(setting, seed)
                 result = train_victim(victim, setting, images, train.labels, test.images, test.labels,
                                       train.num_classes, args.epochs, args.batch_size, args.learning_rate, seed,
                                       bf16=victim in args.bf16_victims)
-                report["runs"].append({**result.to_dict(), "seed": seed})
+                record_run(report, result, seed, args.output_json)
                 print(f"{victim:24s} {setting:11s} seed {seed} test {result.test_acc:6.1%} "
                       f"(best {result.best_test_acc:6.1%}) train {result.train_acc:6.1%}  {result.seconds:5.0f}s",
                       flush=True)
-                args.output_json.parent.mkdir(parents=True, exist_ok=True)
-                args.output_json.write_text(json.dumps(report, indent=2))
     print(format_table(report))
     return report
 

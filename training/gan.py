@@ -5,6 +5,8 @@ given the "no label" code instead of y, and must then infer the label from the i
 label-free path ("fast encryption" of new, unlabeled images) in the same model. With a label predictor
 (``label_predictor_width``), G also gets a small classifier that guesses the class of unlabeled images, so the
 label-free path adds the noise of the guessed class; it is fitted (supervised) before the GAN steps, then frozen.
+With ``key_dim`` the generator is keyed instead (owner keys, ``losses.py``): each class of a batch gets a fresh
+random key code, and the classes only decide which images share one.
 
 ``training/train.py`` is the command line over this module; the benchmark trains generators with it too.
 """
@@ -30,7 +32,7 @@ from . import losses
 from .augmentation import SCRAPER_TRANSFORMS, crop_and_flip, scraper_transforms
 from .data import ImageClassificationData, load_classification_data
 from .fitting import Optimization, epoch_batches, fit_batches, make_optimizer
-from .models import create_classifier, noise_head
+from .models import KEY_EMBEDDING, KeyReader, create_classifier, noise_head
 
 SURROGATE_STEMS = {"auto": None, "full": True, "strided": False}  # -> create_classifier's small_input_stem
 
@@ -50,6 +52,7 @@ class GeneratorTrainingConfig:
     generator_width: int = 32
     generator_blocks: int = 2
     generator_upsampling: str | None = None  # None: the fine-tuned generator's, or pixel_shuffle from scratch
+    key_dim: int = 0  # > 0: a keyed generator (owner keys) from scratch; 0: classes, or the fine-tuned one's
     surrogates: tuple[str, ...] = ("test_resnet",)  # timm names, each NAME or NAME:STEM (auto, full, strided)
     label_predictor_width: int | None = None  # 0: none; None: the fine-tuned generator's, or none from scratch
     label_predictor_epochs: int = 20
@@ -95,13 +98,16 @@ def build_generator(config: GeneratorTrainingConfig, in_channels: int, num_class
     epsilon = config.epsilon / 255
     if config.model is None:
         width = config.label_predictor_width or 0
-        generator = ConfounderGenerator(in_channels=in_channels, num_classes=num_classes,
+        generator = ConfounderGenerator(in_channels=in_channels, num_classes=0 if config.key_dim else num_classes,
                                         width=config.generator_width, num_blocks=config.generator_blocks,
                                         epsilon=epsilon, predictor_width=width, predictor_resolution=resolution,
-                                        upsampling=config.generator_upsampling or "pixel_shuffle")
+                                        upsampling=config.generator_upsampling or "pixel_shuffle",
+                                        key_dim=config.key_dim)
         return generator, width > 0
     generator = ConfounderGenerator.from_pretrained(config.model)
     pretrained = generator.config
+    if pretrained.key_dim:  # a keyed generator takes any number of classes
+        num_classes = pretrained.num_classes
     if (pretrained.in_channels, pretrained.num_classes) != (in_channels, num_classes):
         raise ValueError(f"{config.model} takes {pretrained.in_channels}-channel images and "
                          f"{pretrained.num_classes} classes, but the dataset has {in_channels} and {num_classes}; "
@@ -183,12 +189,17 @@ def prepare_parts(config: GeneratorTrainingConfig, generator: ConfounderGenerato
     channels, num_classes, resolution = data.channels, data.num_classes, data.images.shape[1]
     discriminator = ConfounderDiscriminator(in_channels=channels)
     stems = config.surrogate_stems()
-    surrogates = nn.ModuleList(create_classifier(name, num_classes, channels, resolution, SURROGATE_STEMS[stem])
+    key_dim = generator.config.key_dim
+    outputs = KEY_EMBEDDING if key_dim else num_classes
+    surrogates = nn.ModuleList(create_classifier(name, outputs, channels, resolution, SURROGATE_STEMS[stem])
                                for name, stem in stems)
     # The same model with two stems is two surrogates: name both in the logs.
     names = [name for name, _ in stems]
     surrogate_names = [f"{name}_{stem}" if names.count(name) > 1 else name for name, stem in stems]
-    head = noise_head(channels, num_classes)
+    head = noise_head(channels, outputs)
+    if key_dim:
+        surrogates = nn.ModuleList(KeyReader(surrogate, key_dim) for surrogate in surrogates)
+        head = KeyReader(head, key_dim)
     generator_rate, helper_rate, discriminator_rate = config.learning_rates
     optimizers = [
         torch.optim.Adam(generator.parameters(), lr=generator_rate, betas=(0.5, 0.999)),
@@ -212,8 +223,8 @@ def train_step(parts: GanParts, accelerator: Accelerator, config: GeneratorTrain
                images_uint8: torch.Tensor, labels: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
     """One alternating step on a batch (``losses.py``): the helpers, then D, then G. Returns the logs."""
     images = to_float(images_uint8)
-    dropped = torch.rand(len(labels), device=labels.device) < config.label_dropout
-    codes = torch.where(dropped, -1, labels)
+    codes, labels, keys = condition(accelerator.unwrap_model(parts.generator).config.key_dim, labels,
+                                    config.label_dropout, rng)
     generator_optimizer, helper_optimizer, discriminator_optimizer = parts.optimizers
     # 1. surrogates, noise head and discriminator on the current noise
     with accelerator.autocast():
@@ -222,7 +233,7 @@ def train_step(parts: GanParts, accelerator: Accelerator, config: GeneratorTrain
         # What a victim learns from: the scraper's transforms of the whole set, then crop and flip.
         scraped = scraper_transforms(protected, config.scraper_transforms, config.jpeg_quality, rng)
         helper_loss, surrogate_logits, head_logits = losses.helper_loss(
-            parts.surrogates, parts.head, crop_and_flip(scraped.detach(), rng), noise, epsilon, labels)
+            parts.surrogates, parts.head, crop_and_flip(scraped.detach(), rng), noise, epsilon, labels, keys)
     update(accelerator, helper_optimizer, helper_loss)
     with accelerator.autocast():
         discriminator_loss = losses.discriminator_loss(parts.discriminator, images, protected)
@@ -231,13 +242,26 @@ def train_step(parts: GanParts, accelerator: Accelerator, config: GeneratorTrain
     with accelerator.autocast():
         generator_loss, terms = losses.generator_loss(
             parts.surrogates, parts.head, parts.discriminator, crop_and_flip(scraped, rng), noise, protected,
-            epsilon, labels, config.loss_weights)
+            epsilon, labels, config.loss_weights, keys)
     update(accelerator, generator_optimizer, generator_loss)
     return {"loss/generator": generator_loss.item(), **{f"loss/{name}": term.item() for name, term in terms.items()},
             "loss/discriminator": discriminator_loss.item(),
             **{f"acc/surrogate_{name}": (logits.argmax(1) == labels).float().mean().item()
                for name, logits in zip(parts.surrogate_names, surrogate_logits)},
             "acc/noise_head": (head_logits.argmax(1) == labels).float().mean().item()}
+
+
+def condition(key_dim: int, labels: torch.Tensor, label_dropout: float,
+              rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What G is given, the helpers' targets and the batch's keys. Classes: the labels, each dropped to "no
+    label" with probability ``label_dropout``. Keyed: a fresh random key code per class of the batch, and the
+    targets say which of these keys each image has."""
+    if not key_dim:
+        dropped = torch.rand(len(labels), device=labels.device) < label_dropout
+        return torch.where(dropped, -1, labels), labels, None
+    classes, targets = labels.unique(return_inverse=True)
+    keys = torch.randn(len(classes), key_dim, generator=rng).to(labels.device)
+    return keys[targets], targets, keys
 
 
 def out_of_time(accelerator: Accelerator, started: float, minutes: float | None) -> bool:

@@ -40,9 +40,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder import DEFAULT_MODEL, KEYED_MODEL, ConfounderGenerator
 from modeling_confounder.images import add_noise
-from modeling_confounder.pipeline import default_device, protect
+from modeling_confounder.pipeline import default_device, is_keyed, protect
 from training.attacks import pgd
 from training.data import ImageClassificationData
 from training.fitting import Optimization, fit_batches, make_optimizer, random_batches
@@ -305,14 +305,15 @@ class TargetedAdversarialPoison(SurrogateMethod):
 
 @dataclass
 class ConfounderGAN(Method):
-    """A ConfounderGAN generator (Tian et al., NeurIPS 2022): δ = G(x, y), or G(x) label-free."""
+    """A ConfounderGAN generator (Tian et al., NeurIPS 2022): δ = G(x, y), or G(x) label-free. A keyed generator
+    gives each class its own key, derived from a secret that the seed fixes and no training run has seen."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"hashed": False})  # hashed by content instead
     use_labels: bool = True
 
     @classmethod
     def from_options(cls, options: Namespace, num_classes: int, /, **fixed: object) -> Method:
-        return super().from_options(options, num_classes, model=options.model, **fixed)
+        return super().from_options(options, num_classes, **{"model": options.model, **fixed})
 
     def settings(self) -> dict:
         config = {key: value for key, value in self.generator.config.items() if not key.startswith("_")}
@@ -324,7 +325,8 @@ class ConfounderGAN(Method):
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         given = labels.tolist() if self.use_labels else None
-        return torch.from_numpy(protect(self.generator, images.numpy(), labels=given, epsilon=self.epsilon))
+        key = f"benchmark secret {self.seed}" if is_keyed(self.generator) else None
+        return torch.from_numpy(protect(self.generator, images.numpy(), labels=given, key=key, epsilon=self.epsilon))
 
 
 @dataclass
@@ -386,6 +388,7 @@ METHODS: dict[str, Callable[[Namespace, int], Method]] = {
     "tap": TargetedAdversarialPoison.from_options,
     "confounder": ConfounderGAN.from_options,
     "confounder-label-free": partial(ConfounderGAN.from_options, use_labels=False),
+    "confounder-keyed": partial(ConfounderGAN.from_options, model=KEYED_MODEL),
     "confounder-trained": TrainedConfounderGAN.from_options,
 }
 TRANSFERABLE = ("em", "tap", "confounder-trained")  # the methods with a surrogate to swap

@@ -5,6 +5,7 @@
   ImageNet stems throw away most pixels in their first layers, so the first strided convolution gets stride 1 and
   the first max-pool is removed, as in CIFAR ResNets.
 - ``noise_head``: h, the small CNN that reads the label off the noise δ / ε alone.
+- ``KeyReader``: f or h for a keyed generator: which of this batch's keys made this input.
 - ``weights_digest``: a short hash of a model's tensors, stored in reports to tell weights apart.
 """
 
@@ -14,7 +15,11 @@ import hashlib
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+KEY_EMBEDDING = 64  # dimensions a KeyReader compares inputs and keys in
+KEY_TEMPERATURE = 10.0  # cosine similarities are scaled by this before the softmax
 
 
 def create_classifier(name: str, num_classes: int, in_channels: int = 3, resolution: int = 32,
@@ -46,6 +51,21 @@ def noise_head(in_channels: int, num_classes: int) -> nn.Module:
         nn.Conv2d(in_channels, 32, 3, stride=2, padding=1), nn.ReLU(),
         nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+class KeyReader(nn.Module):
+    """Answers "which of this batch's keys made this input": ``embedder`` maps the input and a linear map each key
+    code to ``KEY_EMBEDDING`` dimensions; the logits are their cosine similarities × ``KEY_TEMPERATURE``, one
+    column per key. Keys are drawn fresh in every batch, so it must read any key, not remember ten."""
+
+    def __init__(self, embedder: nn.Module, key_dim: int) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.key_projection = nn.Linear(key_dim, KEY_EMBEDDING)
+
+    def forward(self, inputs: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        embedded = F.normalize(self.embedder(inputs), dim=1)
+        return embedded @ F.normalize(self.key_projection(keys.to(embedded.dtype)), dim=1).T * KEY_TEMPERATURE
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -28,6 +28,13 @@ Noise that survives a scraper's grayscale and JPEG (quality 10-50), made against
         --scraper_transforms grayscale jpeg:10-50 --surrogate_model test_resnet resnet18:strided \
         --output_dir runs/cifar10-scraper
 
+The keyed generator shipped as ``KEYED_MODEL`` (owner keys: a fresh random key per class of every batch):
+
+    accelerate launch --cpu --num_processes 1 --mixed_precision bf16 -m training.train \
+        --dataset_name ../shared/data/cifar10 --train_rows 0:25000 --generator_config key_dim=256 \
+        --surrogate_model test_resnet:strided --label_dropout 0 --num_train_epochs 50 --max_train_steps 8000 \
+        --checkpointing_steps 1000 --output_dir runs/keyed
+
 Resume: ``--resume_from_checkpoint latest`` (or a ``checkpoint-STEP`` folder) continues where a run stopped.
 """
 
@@ -43,7 +50,8 @@ from .data import add_data_arguments
 from .gan import GeneratorTrainingConfig, train_generator
 from .losses import LossWeights
 
-GENERATOR_KEYS = {"width": "generator_width", "blocks": "generator_blocks", "upsampling": "generator_upsampling"}
+GENERATOR_KEYS = {"width": "generator_width", "blocks": "generator_blocks", "upsampling": "generator_upsampling",
+                  "key_dim": "key_dim"}
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -77,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a new generator's width=32 (channels), blocks=2 (residual blocks) and upsampling="
                             "pixel_shuffle (four values per 2x2 block) or bilinear (smoother noise, the same after "
                             "any crop offset); upsampling also switches a fine-tuned generator, whose head starts "
-                            "from the mean of the four")
+                            "from the mean of the four; key_dim=256 makes a keyed generator (owner keys, any "
+                            "number of classes) instead of one conditioned on the dataset's classes")
     model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"], metavar="NAME[:STEM]",
                        help="timm models trained from scratch; several average their min-min losses (noise easy for "
                             "several architectures transfers better). STEM full keeps the resolution (stride 1, no "
@@ -128,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> GeneratorTrainingConfig:
         parser.error(f"--label_predictor takes WIDTH and optionally EPOCHS, got {len(predictor)} numbers")
     transforms = dict(args.pop("scraper_transforms"))
     generator = dict(args.pop("generator_config"))
-    for key in ("generator_width", "generator_blocks"):
+    for key in ("generator_width", "generator_blocks", "key_dim"):
         if key in generator and not generator[key].isdigit():
             parser.error(f"--generator_config {key.removeprefix('generator_')}= takes a whole number")
         elif key in generator:

@@ -7,6 +7,8 @@ Tensor conventions: images are uint8 NHWC tensors until batched, then NCHW float
 
 from __future__ import annotations
 
+import argparse
+import json
 import platform
 import re
 import time
@@ -85,6 +87,27 @@ def protection_quality(clean: np.ndarray, protected: np.ndarray) -> dict[str, fl
     return {"psnr": float(np.mean([psnr for psnr, _ in measured])),
             "ssim": None if None in ssim else float(np.mean(ssim)), "linf": float(linf),
             "linf_pixels": round(linf * 255)}
+
+
+def add_victim_arguments(parser: argparse.ArgumentParser, victims: list[str]) -> None:
+    """The victim flags of the evaluation scripts: which victims train, how, and with which seeds."""
+    parser.add_argument("--victims", nargs="+", default=victims, help="timm model names, trained from scratch")
+    parser.add_argument("--epochs", type=int, default=10, help="victim training epochs")
+    parser.add_argument("--bf16_victims", nargs="+", default=[], metavar="NAME",
+                        help="victims trained under bfloat16 autocast (test_resnet: about 2x faster on CPUs with "
+                             "AVX512-BF16; MobileNetV3: slower)")
+    parser.add_argument("--batch_size", type=int, default=128, help="victim training batch size")
+    parser.add_argument("--learning_rate", type=float, default=0.05, help="victims' peak SGD learning rate")
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0],
+                        help="victim seeds: each victim trains once per seed (one seed's accuracy can differ from "
+                             "another's by many points, so compare over several)")
+
+
+def record_run(report: dict, result: VictimResult, seed: int, output_json: Path) -> None:
+    """Adds a victim run to ``report["runs"]`` and rewrites the report file, so a stopped run keeps its results."""
+    report["runs"].append({**result.to_dict(), "seed": seed})
+    output_json.parent.mkdir(parents=True, exist_ok=True)
+    output_json.write_text(json.dumps(report, indent=2))
 
 
 def bf16_victims_error(bf16_victims: list[str], victims: list[str]) -> str | None:
