@@ -2,7 +2,8 @@
 
     python space/make_screenshot.py
 
-Starts the app on the default generator, loads the astronaut example photo and protects it in headless Chromium
+Starts the app on the default generator, loads the astronaut example photo, types an example key into the (masked)
+key field and protects the photo in headless Chromium
 (Debian's ``chromium`` driven by Playwright, as in the tests), then saves the page reduced to 256 colours: the
 noise tile does not compress, and a full-colour PNG of the page would weigh over a megabyte.
 """
@@ -43,6 +44,7 @@ def main() -> None:
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_text("astronaut", exact=True).click()
             expect(page.locator("#photos")).to_contain_text("astronaut", timeout=30_000)
+            page.locator("#key input").fill("an example key, not anyone's")
             page.locator("#protect-button").click()
             expect(page.locator("#results img")).to_have_count(3, timeout=120_000)
             page.wait_for_load_state("networkidle")

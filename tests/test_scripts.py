@@ -17,3 +17,11 @@ def test_gpu_session_checks_its_parts_before_doing_anything(parts: list[str], me
                             env={**os.environ, "OUT": str(tmp_path / "out")})
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "out").exists()  # nothing installed, nothing run
+
+
+def test_keys_measurements_check_their_parts_before_running_any(tmp_path: Path) -> None:
+    script = SCRIPTS / "keys_measurements.sh"
+    result = subprocess.run(["bash", str(script), "speed", "bogus"], capture_output=True, text=True, check=False,
+                            env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert result.returncode == 2 and "unknown part 'bogus'" in result.stderr
+    assert not any((tmp_path / "out").glob("speed-*.json"))  # speed, named first, did not run

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
-from modeling_confounder.pipeline import protect
+from modeling_confounder.pipeline import is_keyed, protect
 
 from .victim import hardware_summary
 
@@ -40,12 +40,12 @@ PEAK_MEMORY_SCRIPT = """
 import re, sys, numpy as np
 from PIL import Image
 from modeling_confounder import ConfounderGenerator
-from modeling_confounder.pipeline import protect
+from modeling_confounder.pipeline import is_keyed, protect
 peak = lambda: int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 generator = ConfounderGenerator.from_pretrained(sys.argv[1])
 photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
 before = peak()
-protect(generator, photo)
+protect(generator, photo, key="speed" if generator.config.key_dim else None)
 print(before, peak())
 """
 
@@ -87,11 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
         return summarize(args.summarize)
 
     generator = ConfounderGenerator.from_pretrained(args.model)
+    key = "speed" if is_keyed(generator) else None  # one owner's key, as a person protecting their photos has
     rng = np.random.default_rng(0)
     cifar = rng.integers(0, 256, (args.cifar_images, 32, 32, 3), dtype=np.uint8)
     photo = Image.fromarray(rng.integers(0, 256, (1000, 1000, 3), dtype=np.uint8))
-    cifar_seconds = best_seconds(lambda: protect(generator, cifar, batch_size=args.batch_size), args.repeats)
-    photo_seconds = best_seconds(lambda: protect(generator, photo), args.repeats)
+    cifar_seconds = best_seconds(lambda: protect(generator, cifar, key=key, batch_size=args.batch_size), args.repeats)
+    photo_seconds = best_seconds(lambda: protect(generator, photo, key=key), args.repeats)
     measured = subprocess.run([sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(args.model)], capture_output=True,
                               text=True, check=True).stdout.split()
     kilobytes_before, kilobytes_peak = (int(value) for value in measured)
