@@ -4,7 +4,7 @@ Tian et al., "ConfounderGAN: Protecting Image Data Privacy with Causal Confounde
 
     from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, protect
     generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
-    protected = protect(generator, images)  # a uint8 NHWC array, a PIL image or a list of PIL images
+    protected = protect(generator, images, key="my secret")  # a uint8 NHWC array, a PIL image or a list of PIL images
 
 🤗 Datasets support lives in ``modeling_confounder.hub_datasets`` (install the ``datasets`` extra).
 """
@@ -30,15 +30,17 @@ from .keys import default_key_file, load_or_create_key, new_key
 from .pipeline import default_device, is_keyed, protect
 from .quality import image_quality
 
-DEFAULT_MODEL = str(Path(__file__).parent / "default_model")
-"""The CIFAR-10 label generator shipped inside the package (a local folder: no network needed)."""
-KEYED_MODEL = str(Path(__file__).parent / "keyed_model")
-"""The keyed generator shipped inside the package: ``protect(generator, images, key=...)`` for any owner."""
+DEFAULT_MODEL = str(Path(__file__).parent / "keyed_model")
+"""The keyed generator shipped inside the package (a local folder: no network needed): ``protect(generator,
+images, key=...)`` protects any owner's photos, with any number of classes."""
+CIFAR10_MODEL = str(Path(__file__).parent / "cifar10_model")
+"""The CIFAR-10 label generator shipped inside the package: labels 0-9 (owner codes), or label-free through its
+CIFAR-10 label predictor; for CIFAR-10-like data only."""
 
 __all__ = [
+    "CIFAR10_MODEL",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MODEL",
-    "KEYED_MODEL",
     "LOSSY_FORMATS",
     "OUTPUT_FORMATS",
     "ConfounderDiscriminator",

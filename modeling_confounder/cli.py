@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import (
     DEFAULT_MAX_PIXELS,
-    KEYED_MODEL,
+    DEFAULT_MODEL,
     LOSSY_FORMATS,
     OUTPUT_FORMATS,
     ConfounderGenerator,
@@ -46,7 +46,7 @@ from . import (
     save_image,
 )
 
-MODEL = KEYED_MODEL
+MODEL = DEFAULT_MODEL
 """The generator ``--model`` defaults to: the keyed one shipped with the package."""
 BATCH_PIXELS = 16_000_000
 """Pixels read into memory at once: a batch of large photos stops early instead of holding 64 of them."""

@@ -91,7 +91,7 @@ def conditioning(generator: ConfounderGenerator, labels: int | Sequence[int] | N
     if not is_keyed(generator):
         if key is not None:
             raise ValueError("this generator is conditioned on labels (owner codes), not keys: pass labels=..., "
-                             "or load a keyed generator (modeling_confounder.KEYED_MODEL) to protect with a key")
+                             "or load a keyed generator (modeling_confounder.DEFAULT_MODEL) to protect with a key")
         return generator.label_codes(labels, count).cpu()
     if key is None:
         raise ValueError("this generator is keyed: pass key=... (your secret, the same for all your photos; "

@@ -25,7 +25,7 @@ classes() {  # each class one owner with its own key, on rows the generator trai
 }
 
 owners() {  # 100 owners on unrelated content: can a victim name the owner of new images? (keys, then 10 codes)
-  for model in "$MODEL" modeling_confounder/default_model; do
+  for model in "$MODEL" modeling_confounder/cifar10_model; do
     python -m training.owners --dataset_name "$DATA" --model "$model" --owners 100 --train_rows 0:10000 \
       --test_rows 0:2000 --victims test_byobnet --bf16_victims test_byobnet --epochs 12 --seeds 0 1 2 \
       --output_json "$OUT/owners-$(basename "$model" | tr _ -).json" &

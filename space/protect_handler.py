@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from modeling_confounder import (
-    KEYED_MODEL,
+    DEFAULT_MODEL,
     ConfounderGenerator,
     SourceImage,
     UnreadableImage,
@@ -58,7 +58,6 @@ PREVIEW_SIDE = 1024
 """Longest side of the images shown on the page; downloads are always full size."""
 SUPPORTED_FORMATS = "PNG, JPEG, WebP, TIFF, BMP or GIF"
 MODEL_ENVIRONMENT_VARIABLE = "CONFOUNDER_MODEL"
-DEFAULT_GENERATOR = KEYED_MODEL
 """The generator the app offers as "default": the keyed weights shipped with the package."""
 
 
@@ -102,11 +101,11 @@ def generator_sources(specs: Iterable[str] = (), environment: str | None = None)
 
     Each spec (from ``CONFOUNDER_MODEL``, comma separated, then ``--model``) is ``NAME=PATH_OR_HUB_ID``, which adds
     a generator or replaces the one of that name, or a bare ``PATH_OR_HUB_ID``, which replaces "default"
-    (``DEFAULT_GENERATOR``, the keyed weights shipped with the package).
+    (``DEFAULT_MODEL``, the keyed weights shipped with the package).
     """
     if environment is None:
         environment = os.environ.get(MODEL_ENVIRONMENT_VARIABLE, "")
-    sources = {"default": DEFAULT_GENERATOR}
+    sources = {"default": DEFAULT_MODEL}
     for spec in [*environment.split(","), *specs]:
         spec = spec.strip()
         if not spec:

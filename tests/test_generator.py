@@ -87,7 +87,7 @@ def test_default_model_ships_inside_the_package():
     generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
     assert generator.config.epsilon == pytest.approx(EPSILON)
     array = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    assert np.any(protect(generator, array) != array)
+    assert np.any(protect(generator, array, key="my key") != array)
 
 
 def test_label_predictor_guesses_the_code_of_unlabeled_images():

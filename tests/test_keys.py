@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_confounder import KEYED_MODEL, ConfounderGenerator, is_keyed, load_or_create_key, new_key, protect
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, is_keyed, load_or_create_key, new_key, protect
 from modeling_confounder.keys import class_key, key_code, key_codes
 
 
@@ -82,7 +82,7 @@ def test_keys_and_labels_go_to_the_generator_that_takes_them(keyed, generator, i
 
 
 def test_the_shipped_keyed_generator_loads_and_protects_a_photo() -> None:
-    generator = ConfounderGenerator.from_pretrained(KEYED_MODEL)
+    generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
     photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (48, 64, 3), dtype=np.uint8))
     protected = protect(generator, photo, key="my key")
     assert protected.size == photo.size and protected.mode == "RGB"

@@ -1,6 +1,6 @@
 """The shipped weights protect a fixed input into exactly the recorded bytes.
 
-Digests recorded with the weights in ``modeling_confounder/default_model`` (the CIFAR-10 generator with its
+Digests recorded with the weights in ``modeling_confounder/cifar10_model`` (the CIFAR-10 generator with its
 120-epoch label predictor). A refactor must keep them; new default weights must record new ones, and say so in
 the commit.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, protect
+from modeling_confounder import CIFAR10_MODEL, ConfounderGenerator, protect
 
 EXPECTED = {
     "labelled": "bdd57f36f7d346f6036491b653a55f323beb7ca720c55bdd09554b7d2deccd24",
@@ -23,7 +23,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, np.ndarray]:
-    generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL)
+    generator = ConfounderGenerator.from_pretrained(CIFAR10_MODEL)
     rng = np.random.default_rng(2212)
     small = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     large = rng.integers(0, 256, (1, 200, 300, 3), dtype=np.uint8)

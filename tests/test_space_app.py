@@ -136,7 +136,7 @@ def test_new_key_and_the_inputs_each_generator_takes(tmp_path):
     assert space_app.make_key()[0] != key
     assert space_app.hide_new_key() == {"__type__": "update", "value": "", "visible": False}
     make_generator().save_pretrained(tmp_path / "tiny")
-    _, _, show_inputs = space_app.request_handlers({"default": space_app.handler.DEFAULT_GENERATOR,
+    _, _, show_inputs = space_app.request_handlers({"default": space_app.handler.DEFAULT_MODEL,
                                                     "tiny": str(tmp_path / "tiny")})
     visible = lambda updates: [update["visible"] for update in updates]  # key, mode, owner code
     assert visible(show_inputs("default", "one owner")) == [True, False, False]

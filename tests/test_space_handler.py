@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from modeling_confounder import KEYED_MODEL, protect
+from modeling_confounder import DEFAULT_MODEL, protect
 from space import protect_handler as handler
 
 from .conftest import make_generator
@@ -197,7 +197,7 @@ def test_the_key_is_required_by_keyed_generators_only(uploads, tmp_path):
 
 
 def test_generator_sources_from_the_environment_and_the_command_line():
-    assert handler.generator_sources([], environment="") == {"default": KEYED_MODEL}
+    assert handler.generator_sources([], environment="") == {"default": DEFAULT_MODEL}
     assert handler.generator_sources(["org/generator"], environment="") == {"default": "org/generator"}
     assert handler.generator_sources(["robust=org/robust", "/data/run=3/generator"],
                                      environment=" fast=/models/fast , ") == {

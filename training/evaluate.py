@@ -14,7 +14,7 @@ measures keys the generator never saw.
 CIFAR-10 at 32×32, 10,000 training images the generator saw, 2,000 test images, two victims:
 
     python -m training.evaluate --dataset_name ../shared/data/cifar10 \
-        --model modeling_confounder/default_model --train_rows 0:10000 --test_rows 0:2000 \
+        --model modeling_confounder/cifar10_model --train_rows 0:10000 --test_rows 0:2000 \
         --victims test_resnet mobilenetv3_small_100 --settings clean labels label-free \
         --epochs 10 --output_json results/eval_seen.json
 

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from modeling_confounder import DEFAULT_MODEL, KEYED_MODEL, ConfounderGenerator
+from modeling_confounder import CIFAR10_MODEL, DEFAULT_MODEL, ConfounderGenerator
 from modeling_confounder.images import add_noise
 from modeling_confounder.pipeline import default_device, is_keyed, protect
 from training.attacks import pgd
@@ -308,7 +308,7 @@ class ConfounderGAN(Method):
     """A ConfounderGAN generator (Tian et al., NeurIPS 2022): δ = G(x, y), or G(x) label-free. A keyed generator
     gives each class its own key, derived from a secret that the seed fixes and no training run has seen."""
 
-    model: str = field(default=DEFAULT_MODEL, metadata={"hashed": False})  # hashed by content instead
+    model: str = field(default=CIFAR10_MODEL, metadata={"hashed": False})  # hashed by content instead
     use_labels: bool = True
 
     @classmethod
@@ -388,7 +388,7 @@ METHODS: dict[str, Callable[[Namespace, int], Method]] = {
     "tap": TargetedAdversarialPoison.from_options,
     "confounder": ConfounderGAN.from_options,
     "confounder-label-free": partial(ConfounderGAN.from_options, use_labels=False),
-    "confounder-keyed": partial(ConfounderGAN.from_options, model=KEYED_MODEL),
+    "confounder-keyed": partial(ConfounderGAN.from_options, model=DEFAULT_MODEL),
     "confounder-trained": TrainedConfounderGAN.from_options,
 }
 TRANSFERABLE = ("em", "tap", "confounder-trained")  # the methods with a surrogate to swap

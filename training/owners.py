@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modeling_confounder import KEYED_MODEL, ConfounderGenerator
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
 from modeling_confounder.pipeline import is_keyed, protect
 
 from .data import add_data_arguments, load_train_and_test
@@ -34,7 +34,7 @@ from .victim import add_victim_arguments, bf16_victims_error, hardware_summary, 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_data_arguments(parser)
-    parser.add_argument("--model", default=KEYED_MODEL, help="the generator (folder or Hub id)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="the generator (folder or Hub id)")
     parser.add_argument("--owners", type=int, default=100, help="how many owners share the images")
     add_victim_arguments(parser, ["test_byobnet"])
     parser.add_argument("--output_json", type=Path, default=Path("results/owners.json"),

@@ -28,7 +28,7 @@ Noise that survives a scraper's grayscale and JPEG (quality 10-50), made against
         --scraper_transforms grayscale jpeg:10-50 --surrogate_model test_resnet resnet18:strided \
         --output_dir runs/cifar10-scraper
 
-The keyed generator shipped as ``KEYED_MODEL`` (owner keys: a fresh random key per class of every batch):
+The keyed generator shipped as ``DEFAULT_MODEL`` (owner keys: a fresh random key per class of every batch):
 
     accelerate launch --cpu --num_processes 1 --mixed_precision bf16 -m training.train \
         --dataset_name ../shared/data/cifar10 --train_rows 0:25000 --generator_config key_dim=256 \

@@ -1,4 +1,4 @@
-"""Do two checkouts protect the same images identically? Saves what ``DEFAULT_MODEL`` makes of CIFAR-10 rows.
+"""Do two checkouts protect the same images identically? Saves what ``CIFAR10_MODEL`` makes of CIFAR-10 rows.
 
 Run it once per checkout (``PYTHONPATH`` picks the checkout's ``modeling_confounder``), then compare the files:
 
@@ -13,7 +13,7 @@ import sys
 import datasets
 import numpy as np
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder import CIFAR10_MODEL, ConfounderGenerator
 
 try:
     from modeling_confounder import protect
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     start, stop = map(int, argv[0].split(":"))
     rows = datasets.load_dataset("../shared/data/cifar10", split="train").select(range(start, stop))
     images = np.stack([np.asarray(image.convert("RGB")) for image in rows["img"]])
-    np.save(argv[1], protect(ConfounderGenerator.from_pretrained(DEFAULT_MODEL), images))
+    np.save(argv[1], protect(ConfounderGenerator.from_pretrained(CIFAR10_MODEL), images))
 
 
 if __name__ == "__main__":

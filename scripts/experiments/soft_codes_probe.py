@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
+from modeling_confounder import CIFAR10_MODEL, ConfounderGenerator
 from training.data import load_classification_data
 from training.victim import train_victim
 
@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     start, stop = map(int, rows.split(":"))
     train = load_classification_data("../shared/data/cifar10", "train", rows=(start, stop))
     test = load_classification_data("../shared/data/cifar10", "test", rows=(0, 2000))
-    generator = ConfounderGenerator.from_pretrained(DEFAULT_MODEL).eval()
+    generator = ConfounderGenerator.from_pretrained(CIFAR10_MODEL).eval()
     protected, guesses = [], []
     with torch.inference_mode():
         for chunk in train.images.split(500):
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> None:
             protected.append(images)
             guesses.append(guess)
     protected = torch.cat(protected)
-    report = {"rows": [start, stop], "temperature": temperature, "generator": DEFAULT_MODEL,
+    report = {"rows": [start, stop], "temperature": temperature, "generator": CIFAR10_MODEL,
               "label_agreement": (torch.cat(guesses) == train.labels).float().mean().item(),
               "linf_pixels": (protected.int() - train.images.int()).abs().max().item(), "runs": []}
     for seed in map(int, seeds.split(",")):

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from modeling_confounder import DEFAULT_MODEL
+from modeling_confounder import CIFAR10_MODEL
 from training.data import add_data_arguments
 from training.defenses import DEFENSES, build_defenses
 from training.methods import METHODS, TRANSFERABLE
@@ -120,7 +120,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                       help="victims trained at once, each in its own process with an equal share of the CPU "
                            "threads (protocol)")
     grid.add_argument("--seed", type=int, default=0, help="seed of every method and victim")
-    grid.add_argument("--model", default=DEFAULT_MODEL,
+    grid.add_argument("--model", default=CIFAR10_MODEL,
                       help="the generator of confounder and confounder-label-free: a folder or Hub id")
     grid.add_argument("--options", nargs="+", type=parse_option, default=[], metavar="KEY=VALUE",
                       help="method, defense and victim settings; the keys are listed below")
