@@ -6,7 +6,7 @@
 # about an hour; reports go to $OUT.
 #
 #     bash scripts/keys_measurements.sh                 # all of it
-#     bash scripts/keys_measurements.sh owners speed    # some parts: classes, owners, one-owner, speed
+#     bash scripts/keys_measurements.sh owners speed    # some parts: classes, owners, one-owner, removal, speed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10}
@@ -41,6 +41,10 @@ one_owner() {  # one class protected with its key, the other nine clean
   done
 }
 
+removal() {  # what someone who learns a key can remove from photos protected with it
+  python -m training.key_removal --model "$MODEL" examples/*.png --output_json "$OUT/key-removal.json"
+}
+
 speed() {  # five runs with nothing else running; --summarize gives the median
   for run in 1 2 3 4 5; do
     OMP_NUM_THREADS=2 python -m training.speed --model "$MODEL" --output_json "$OUT/speed-$run.json"
@@ -49,11 +53,11 @@ speed() {  # five runs with nothing else running; --summarize gives the median
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(classes owners one_owner speed)
+[[ ${#parts[@]} -gt 0 ]] || parts=(classes owners one_owner removal speed)
 for part in "${parts[@]}"; do  # every name is checked before anything runs
   case "${part//-/_}" in
-    classes|owners|one_owner|speed) ;;
-    *) echo "unknown part '$part': the parts are classes, owners, one-owner and speed" >&2; exit 2 ;;
+    classes|owners|one_owner|removal|speed) ;;
+    *) echo "unknown part '$part': the parts are classes, owners, one-owner, removal and speed" >&2; exit 2 ;;
   esac
 done
 for part in "${parts[@]}"; do

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from modeling_confounder import ConfounderGenerator, protect
 from tests.helpers import tiny_dataset
-from training import evaluate, gan, losses, owners, summarize, train
+from training import evaluate, gan, key_removal, losses, owners, summarize, train
 from training.augmentation import crop_and_flip, scraper_transforms
 from training.models import weights_digest
 
@@ -323,3 +324,15 @@ def test_keyed_training_evaluation_and_owners(dataset, tmp_path, capsys):
         "test_resnet", "--epochs", "1", "--batch_size", "16", "--output_json", str(tmp_path / "owners.json")])
     assert owners_report["keyed"] and owners_report["runs"][0]["setting"] == "5 owners"
     assert "| test_resnet | keyed | 5 | 1 |" in capsys.readouterr().out
+
+
+def test_key_removal_reports_what_a_known_key_removes(tmp_path):
+    torch.manual_seed(0)
+    ConfounderGenerator(num_classes=0, key_dim=256, width=8, num_blocks=1).save_pretrained(tmp_path / "keyed")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(photo)
+    report = key_removal.main([str(photo), "--model", str(tmp_path / "keyed"), "--output_json",
+                               str(tmp_path / "removal.json")])
+    result = report["photos"]["photo.png"]
+    assert 0 < result["noise_rms"] <= 8 and result["left_with_the_key_rms"] >= 0
+    assert json.loads((tmp_path / "removal.json").read_text()) == report
