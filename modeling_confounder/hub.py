@@ -52,6 +52,8 @@ class HubModel(ModelMixin, ConfigMixin):
         if kwargs.get("use_safetensors") is False:
             raise ValueError(f"{cls.__name__} loads safetensors weights only: pickle weights can run code when loaded")
         kwargs["use_safetensors"] = True
+        # These models are a few hundred KB: loading them the plain way needs no accelerate (a core install lacks it).
+        kwargs.setdefault("low_cpu_mem_usage", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         source = str(pretrained_model_name_or_path)
         folder = Path(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
