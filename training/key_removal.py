@@ -13,13 +13,14 @@ the estimate and the true noise.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, protect
+
+from .victim import write_report
 
 KEY, WRONG_KEY = "the owner's key", "someone else's key"
 
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{path.name:20s} noise {result['noise_rms']:.2f} levels RMS; left after subtracting the estimate "
               f"made with the key {result['left_with_the_key_rms']:.2f}, with a wrong key "
               f"{result['left_with_a_wrong_key_rms']:.2f} (correlation {result['estimate_correlation']:.2f})")
-    if args.output_json:
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        args.output_json.write_text(json.dumps(report, indent=2))
+    write_report(report, args.output_json)
     return report
 
 

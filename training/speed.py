@@ -32,7 +32,7 @@ from PIL import Image
 from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
 from modeling_confounder.pipeline import is_keyed, protect
 
-from .victim import hardware_summary
+from .victim import hardware_summary, write_report
 
 # Peak resident memory from /proc (VmHWM, in kB): unlike ru_maxrss, it starts afresh at exec instead of
 # inheriting the parent's high-water mark.
@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "twelve_megapixel_rss_before_protect_gb": kilobytes_before / 1024**2,
     }
     print(json.dumps(report, indent=2))
-    if args.output_json:
-        args.output_json.parent.mkdir(parents=True, exist_ok=True)
-        args.output_json.write_text(json.dumps(report, indent=2))
+    write_report(report, args.output_json)
     return report
 
 

@@ -103,11 +103,17 @@ def add_victim_arguments(parser: argparse.ArgumentParser, victims: list[str]) ->
                              "another's by many points, so compare over several)")
 
 
+def write_report(report: dict, output_json: Path | None) -> None:
+    """Writes a script's JSON report to ``output_json`` (with its folders), unless that is None."""
+    if output_json is not None:
+        output_json.parent.mkdir(parents=True, exist_ok=True)
+        output_json.write_text(json.dumps(report, indent=2))
+
+
 def record_run(report: dict, result: VictimResult, seed: int, output_json: Path) -> None:
     """Adds a victim run to ``report["runs"]`` and rewrites the report file, so a stopped run keeps its results."""
     report["runs"].append({**result.to_dict(), "seed": seed})
-    output_json.parent.mkdir(parents=True, exist_ok=True)
-    output_json.write_text(json.dumps(report, indent=2))
+    write_report(report, output_json)
 
 
 def bf16_victims_error(bf16_victims: list[str], victims: list[str]) -> str | None:
