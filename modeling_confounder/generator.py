@@ -202,7 +202,9 @@ class ConfounderGenerator(HubModel):
         inputs = images * 2 - 1
         if self.config.key_dim:
             codes = codes.to(images.dtype)
-            inputs = torch.cat([inputs, key_patterns(codes, height, width, origin)], 1)
+            # Images of one owner share a key: tile each distinct key's patterns once.
+            keys, which = torch.unique(codes, dim=0, return_inverse=True)
+            inputs = torch.cat([inputs, key_patterns(keys, height, width, origin)[which]], 1)
             condition = self.key_projection(codes)
         else:
             condition = self.label_embedding(codes)
