@@ -14,8 +14,9 @@ from pathlib import Path
 SETTING_ORDER = ("clean", "labels", "owner", "label-free")
 
 
-def summarize(paths: list[Path], means: bool = False) -> str:
-    """One row per victim run, or with ``means`` one row per cell (victim, rows, generator, setting)."""
+def summarize(paths: list[Path], means: bool = False, metric: str = "test_acc") -> str:
+    """One row per victim run, or with ``means`` one row per cell (victim, rows, generator, setting), of ``metric``:
+    ``test_acc`` or ``balanced_test_acc`` (the mean of the per-class accuracies)."""
     runs = []  # (sort key, cell columns, run columns, test accuracy)
     for path in paths:
         report = json.loads(path.read_text())
@@ -39,7 +40,7 @@ def summarize(paths: list[Path], means: bool = False) -> str:
                        *((f"{quality['psnr']:.1f} dB", "–" if quality["ssim"] is None else f"{quality['ssim']:.3f}",
                           f"{quality['linf_pixels']}/255")
                          if quality else ("–", "–", "–")))
-            runs.append((key, cell, columns, run["test_acc"]))
+            runs.append((key, cell, columns, run[metric]))
     runs.sort(key=lambda run: run[0])
     if not means:
         return "\n".join([("| victim (epochs) | training rows | generator | setting | weights | victim seed | "
@@ -49,7 +50,8 @@ def summarize(paths: list[Path], means: bool = False) -> str:
     cells: dict[tuple[str, ...], list[float]] = {}
     for _, cell, _, accuracy in runs:
         cells.setdefault(cell, []).append(accuracy)
-    header = ("| victim (epochs) | training rows | generator | setting | victim runs | clean test acc, each run | mean | "
+    name = "balanced clean test acc" if metric == "balanced_test_acc" else "clean test acc"
+    header = (f"| victim (epochs) | training rows | generator | setting | victim runs | {name}, each run | mean | "
               "standard error |")
 
     def standard_error(accuracies: list[float]) -> str:
@@ -66,8 +68,10 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("reports", nargs="+", type=Path, help="JSON reports of python -m training.evaluate")
     parser.add_argument("--means", action="store_true", help="one row per cell: each victim run and their mean")
+    parser.add_argument("--balanced", action="store_true",
+                        help="the balanced clean test accuracy (mean of the per-class accuracies) in the means")
     arguments = parser.parse_args(argv)
-    table = summarize(arguments.reports, arguments.means)
+    table = summarize(arguments.reports, arguments.means, "balanced_test_acc" if arguments.balanced else "test_acc")
     print(table)
     return table
 

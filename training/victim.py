@@ -30,7 +30,8 @@ from .models import create_classifier
 @dataclass
 class VictimResult:
     """One victim run: clean test accuracy after the last epoch and at its best, training accuracy in the last
-    epoch, seconds, the test accuracy after each epoch, and whether it trained under bfloat16."""
+    epoch, seconds, the test accuracy after each epoch, whether it trained under bfloat16, and the balanced test
+    accuracy after the last epoch (the mean of the per-class accuracies, for unbalanced test sets)."""
 
     victim: str
     setting: str
@@ -40,6 +41,7 @@ class VictimResult:
     seconds: float
     history: list[float] = field(default_factory=list)
     bf16: bool = False
+    balanced_test_acc: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,15 +69,23 @@ def as_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` on uint8 NHWC ``images``."""
+def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The class ``model`` predicts for each of the uint8 NHWC ``images``."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(as_float(images[start:start + batch_size], device))
-        correct += (logits.argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
-    return correct / len(images)
+    return torch.cat([model(as_float(images[start:start + batch_size], device)).argmax(1).cpu()
+                      for start in range(0, len(images), batch_size)])
+
+
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` on uint8 NHWC ``images``."""
+    return (predictions(model, images, batch_size) == labels).sum().item() / len(images)
+
+
+def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
+    """The mean over the classes present in ``labels`` of the share of their images predicted right."""
+    return torch.stack([(predicted[labels == label] == label).float().mean()
+                        for label in labels.unique()]).mean().item()
 
 
 def protection_quality(clean: np.ndarray, protected: np.ndarray) -> dict[str, float | None]:
@@ -164,5 +174,6 @@ def train_victim(
         history.append(accuracy(model, test_images, test_labels))
         bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}", test_acc=f"{history[-1]:.3f}")
     bar.close()
+    balanced = balanced_accuracy(predictions(model, test_images), test_labels)
     return VictimResult(victim, setting, history[-1], max(history), correct / len(train_images),
-                        time.perf_counter() - started, history, bf16)
+                        time.perf_counter() - started, history, bf16, balanced)
