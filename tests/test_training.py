@@ -14,7 +14,7 @@ from PIL import Image
 
 from modeling_confounder import ConfounderGenerator, protect
 from tests.helpers import tiny_dataset
-from training import evaluate, gan, key_removal, losses, owners, summarize, train
+from training import evaluate, gan, key_removal, losses, owners, summarize, train, victim
 from training.augmentation import crop_and_flip, scraper_transforms
 from training.models import weights_digest
 
@@ -241,6 +241,9 @@ def test_evaluation_trains_each_victim_once_per_seed(dataset, tmp_path, capsys):
     each = f"{runs[0]['test_acc']:.1%} / {runs[1]['test_acc']:.1%}"
     error = abs(runs[0]["test_acc"] - runs[1]["test_acc"]) / 2  # two runs: the stdev over √2 is half the gap
     assert means.splitlines()[2] == f"| test_resnet (1) | all | – | clean | 2 | {each} | {mean:.1%} | {error:.1%} |"
+    balanced = summarize.summarize([tmp_path / "report.json"], means=True, metric="balanced_test_acc")
+    each_balanced = f"{runs[0]['balanced_test_acc']:.1%} / {runs[1]['balanced_test_acc']:.1%}"
+    assert "balanced clean test acc, each run" in balanced and each_balanced in balanced
     again = evaluate.main([
         "--dataset_name", dataset, "--victims", "test_resnet", "--settings", "clean", "--epochs", "1",
         "--batch_size", "16", "--seed", "1", "--output_json", str(tmp_path / "again.json")])
@@ -336,3 +339,9 @@ def test_key_removal_reports_what_a_known_key_removes(tmp_path):
     result = report["photos"]["photo.png"]
     assert 0 < result["noise_rms"] <= 8 and result["left_with_the_key_rms"] >= 0
     assert json.loads((tmp_path / "removal.json").read_text()) == report
+
+
+def test_balanced_accuracy_weighs_every_class_alike():
+    labels = torch.tensor([0, 0, 0, 0, 1, 2])
+    predicted = torch.tensor([0, 0, 0, 0, 2, 2])  # 5 of 6 right, but class 1 never
+    assert victim.balanced_accuracy(predicted, labels) == pytest.approx((1 + 0 + 1) / 3)
