@@ -6,7 +6,7 @@
 # about an hour; reports go to $OUT.
 #
 #     bash scripts/keys_measurements.sh                 # all of it
-#     bash scripts/keys_measurements.sh owners speed    # some parts: classes, owners, one-owner, removal, speed
+#     bash scripts/keys_measurements.sh owners speed    # some parts: classes, owners, one-owner, clothing, removal, speed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/cifar10}
@@ -41,6 +41,15 @@ one_owner() {  # one class protected with its key, the other nine clean
   done
 }
 
+clothing() {  # real phone photos, resized to 64 px before protection; balanced accuracy (summarize --balanced)
+  for setting in clean:"" labels:_keys; do
+    python -m training.evaluate --dataset_name "${DATA%/*}/clothing" --resolution 64 --model "$MODEL" \
+      --settings "${setting%%:*}" --victims test_byobnet --bf16_victims test_byobnet --epochs 20 --seeds 0 1 2 \
+      --output_json "$OUT/clothing64_test_byobnet${setting#*:}.json" &
+  done
+  wait
+}
+
 removal() {  # what someone who learns a key can remove from photos protected with it
   python -m training.key_removal --model "$MODEL" examples/*.png --output_json "$OUT/key-removal.json"
 }
@@ -53,11 +62,11 @@ speed() {  # five runs with nothing else running; --summarize gives the median
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(classes owners one_owner removal speed)
+[[ ${#parts[@]} -gt 0 ]] || parts=(classes owners one_owner clothing removal speed)
 for part in "${parts[@]}"; do  # every name is checked before anything runs
   case "${part//-/_}" in
-    classes|owners|one_owner|removal|speed) ;;
-    *) echo "unknown part '$part': the parts are classes, owners, one-owner, removal and speed" >&2; exit 2 ;;
+    classes|owners|one_owner|clothing|removal|speed) ;;
+    *) echo "unknown part '$part': the parts are classes, owners, one-owner, clothing, removal and speed" >&2; exit 2 ;;
   esac
 done
 for part in "${parts[@]}"; do
