@@ -69,17 +69,12 @@ def as_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predictions(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The class ``model`` predicts for each of the uint8 NHWC ``images``."""
+def logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``model``'s float logits for uint8 NHWC ``images``, on the CPU, in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(as_float(images[start:start + batch_size], device)).argmax(1).cpu()
+    return torch.cat([model(as_float(images[start:start + batch_size], device)).float().cpu()
                       for start in range(0, len(images), batch_size)])
-
-
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` on uint8 NHWC ``images``."""
-    return (predictions(model, images, batch_size) == labels).sum().item() / len(images)
 
 
 def balanced_accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
@@ -171,9 +166,10 @@ def train_victim(
         correct = fit_batches(model, optimizer, schedule, epoch_batches(len(train_images), batch_size, shuffle),
                               lambda indices: as_float(train_images[indices], device), train_labels, shuffle,
                               batch_transform, bf16, bar.update)
-        history.append(accuracy(model, test_images, test_labels))
+        predicted = logits(model, test_images).argmax(1)
+        history.append((predicted == test_labels).sum().item() / len(test_labels))
         bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}", test_acc=f"{history[-1]:.3f}")
     bar.close()
-    balanced = balanced_accuracy(predictions(model, test_images), test_labels)
+    balanced = balanced_accuracy(predicted, test_labels)
     return VictimResult(victim, setting, history[-1], max(history), correct / len(train_images),
                         time.perf_counter() - started, history, bf16, balanced)

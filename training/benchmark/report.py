@@ -13,7 +13,7 @@ from scipy.stats import rankdata
 
 from training.data import ImageClassificationData
 from training.defenses import Defense
-from training.victim import as_float, hardware_summary, train_victim
+from training.victim import hardware_summary, logits, train_victim
 
 from .plan import Cell
 
@@ -34,15 +34,6 @@ class ModelCatcher:
         if self.transform is None:
             return images, labels
         return self.transform(model, images, labels, generator)
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """Class probabilities for uint8 NHWC images."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(as_float(images[start:start + batch_size], device)).softmax(1).float().cpu()
-                      for start in range(0, len(images), batch_size)]).numpy()
 
 
 def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
@@ -68,7 +59,7 @@ def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train
                           test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
                           args.learning_rate, args.seed, progress=progress, batch_transform=catcher,
                           bf16=cell.victim in args.bf16_victims)
-    probabilities = predict(catcher.model, test_images)
+    probabilities = logits(catcher.model, test_images).softmax(1).numpy()
     test_labels = test.labels.numpy()
     correct = probabilities.argmax(1) == test_labels
     class_acc = [float(correct[test_labels == k].mean()) if (test_labels == k).any() else None
