@@ -15,15 +15,18 @@ from torch import nn
 
 from modeling_confounder import ConfounderGenerator
 from tests.helpers import tiny_dataset
-from training import methods, speed
+from training import attacks, methods, speed
+from training.augmentation import crop_and_flip
 from training.benchmark import plan, protocols, runner
 from training.benchmark import report as reporting
+from training.data import ImageClassificationData
 from training.defenses import DEFENSES, adversarial_training, build_defenses, cutmix, cutout, grayscale, jpeg, mixup
 from training.methods import METHODS
 from training.victim import train_victim
 
 TINY_BUDGETS = ["--epochs", "1", "--workers", "1", "--options", "batch_size=16", "em_rounds=1", "em_train_steps=1",
-                "em_steps=2", "tap_epochs=1", "tap_steps=2", "confounder_steps=2"]
+                "em_steps=2", "tap_epochs=1", "tap_steps=2", "confounder_steps=2", "validation_rows=8",
+                "method_budget=60", "--victim_seeds", "0"]
 VICTIMS = ["test_resnet", "mobilenetv3_small_050"]
 
 
@@ -76,8 +79,8 @@ def test_every_method_and_every_defense_runs(report):
     assert one_class["protected_class"] == 0 and one_class["protected_class_acc"] == one_class["class_acc"][0]
     # clean data under partial protection: the victim sees the unprotected images alone
     assert {run["defense"]: run["n_train"] for run in runs if run["method"] == "clean"
-            and run["defense"].startswith("partial")} == {"partial20": 32, "partial50": 20, "partial80": 8}
-    assert {run["n_train"] for run in runs if run["method"] == "patch"} == {40}
+            and run["defense"].startswith("partial")} == {"partial20": 26, "partial50": 16, "partial80": 6}
+    assert {run["n_train"] for run in runs if run["method"] == "patch"} == {32}
     for run in runs:
         assert len(run["history"]) == 1 and len(run["class_acc"]) == 4 and 0 <= run["auc"] <= 1
 
@@ -87,19 +90,22 @@ def test_results_json_has_the_schema_of_the_issue(report, folders):
     assert stored == json.loads(json.dumps(report))
     assert {"protocol", "dataset", "n_train", "n_test", "epsilon", "hardware", "runs", "quality",
             "speed"} <= set(stored)
-    assert (stored["protocol"], stored["n_train"], stored["n_test"]) == ("quick", 40, 20)
+    assert (stored["protocol"], stored["n_train"], stored["n_test"]) == ("quick", 32, 20)  # 8 of 40 validate
     assert stored["epsilon"] == pytest.approx(8 / 255) and stored["majority_rate"] == pytest.approx(0.25)
     assert {"torch", "timm", "python"} <= set(stored["versions"])
+    assert stored["n_validation"] == 8 and stored["victim_seeds"] == [0]
     for run in stored["runs"]:
-        assert {"method", "victim", "defense", "test_acc", "best_test_acc", "seconds"} <= set(run)
-        assert 0 <= run["test_acc"] <= run["best_test_acc"] <= 1 and run["seconds"] > 0
+        assert {"method", "victim", "defense", "seed", "test_acc", "validation_acc", "seconds"} <= set(run)
+        assert 0 <= run["test_acc"] <= 1 and run["seconds"] > 0 and run["best_test_acc"] is None
+        assert run["validation_acc"] == run["history"][-1]  # the history watches the validation images
         assert run["bf16"] == (run["victim"] == "test_resnet")  # --bf16_victims
     protected = set(METHODS) - {"clean"} | {"tap-transfer"}
     assert set(stored["quality"]) == set(stored["speed"]) == protected
     for label in protected:
         assert {"psnr", "ssim", "linf"} <= set(stored["quality"][label])
         speed = stored["speed"][label]
-        assert speed["generate_seconds"] >= 0 and speed["images_per_second"] > 0
+        assert speed["generate_seconds"] >= 0 and speed["images_per_second"] > 0 and speed["cpu_seconds"] > 0
+        assert speed["pretrained"] == (label.startswith("confounder") and "trained" not in label)
 
 
 def test_every_protected_training_set_stays_within_epsilon(report, folders):
@@ -122,17 +128,66 @@ def test_new_images_are_protected_within_epsilon(name):
     assert change <= 8 and (change > 0) == (name != "clean")
 
 
+def tiny_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight random 16×16 RGB images of four classes."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8, generator=generator), torch.arange(8) % 4
+
+
+def assert_within_epsilon(protected: torch.Tensor, images: torch.Tensor, levels: int = 8) -> None:
+    assert protected.dtype == torch.uint8 and (protected.int() - images.int()).abs().max().item() <= levels
+
+
+def test_pgd_through_a_transform_stays_in_the_ball_and_the_image_range():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(4))
+    images, labels = torch.rand(6, 3, 16, 16), torch.arange(6) % 4
+    epsilon = 8 / 255
+    crop = partial(crop_and_flip, generator=torch.Generator().manual_seed(0))
+    noise = attacks.pgd(model, images, labels, epsilon, 3, epsilon, maximize=False, transform=crop)
+    assert noise.abs().max() <= epsilon + 1e-6 and noise.abs().max() > 0
+    assert (images + noise).min() >= 0 and (images + noise).max() <= 1
+
+
+def test_em_under_a_tiny_budget_runs_one_round(capsys):
+    images, labels = tiny_images()
+    em = methods.ErrorMinimizingNoise(num_classes=4, rounds=3, train_steps=1, steps=2, batch_size=4,
+                                      stop_accuracy=1.0, budget_seconds=0.01)
+    protected = em.fit(images, labels)
+    assert capsys.readouterr().out.count("EM round") == 1
+    assert_within_epsilon(protected, images)
+
+
+def test_tap_under_a_tiny_budget_takes_at_least_one_pgd_step():
+    images, labels = tiny_images()
+    tap = methods.TargetedAdversarialPoison(num_classes=4, surrogate_epochs=1, steps=3, batch_size=4,
+                                            budget_seconds=0.01)
+    protected = tap.fit(images, labels)
+    assert 1 <= tap.pgd_steps <= tap.steps and tap.surrogate_steps >= 1
+    assert_within_epsilon(protected, images)
+    assert_within_epsilon(tap.perturb(images, labels), images)
+
+
+def test_the_budget_is_part_of_the_cache_key():
+    for method in (methods.ErrorMinimizingNoise, methods.TargetedAdversarialPoison, methods.TrainedConfounderGAN):
+        assert method(budget_seconds=60.0).digest() != method().digest()
+        assert method(budget_seconds=60.0).budget_wall_seconds() == pytest.approx(60 / torch.get_num_threads())
+        assert method().budget_wall_seconds() is None
+
+
 def test_markdown_and_figures_are_written(report, folders):
     markdown = (folders["output"] / "results.md").read_text()
     assert "- Wall time: " in markdown and "came from the cache" not in markdown  # a first run makes them all
     for heading in ("## Sanity", "## No defense", "## Defenses, test_resnet",
-                    "## Image quality and speed", "## All runs"):
+                    "## Image quality, cost and speed", "## All runs"):
         assert heading in markdown
     assert "python -m training.benchmark --dataset_name" in markdown
-    assert "epochs: test_resnet 1 (bfloat16 autocast), mobilenetv3_small_050 1;" in markdown
+    assert ("each with seeds 0: test_resnet (1 epochs, bfloat16 autocast, resnet, **white-box** (the surrogate's "
+            "family)); mobilenetv3_small_050 (1 epochs, mobilenetv3, depthwise, held out)") in markdown
+    assert "EM, TAP and the trained generator each get 60 CPU-seconds" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
     assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"
-            f"| method | {' | '.join(VICTIMS)} |") in markdown
+            f"| method | CPU-seconds to make the set | {' | '.join(VICTIMS)} |") in markdown
     assert {Path(path).name for path in report["figures"]} == {
         "curves.png", "samples.png", *(f"defense-{defense}.png" for defense in DEFENSES)}
     for path in report["figures"]:
@@ -243,8 +298,8 @@ def test_sets_that_train_a_surrogate_wait_for_running_victims(dataset, tmp_path,
         future.set_result(call())
         return {future}, set()
 
-    def open_workers(args, train, test):
-        runner.start_worker(torch.get_num_threads(), train, test, args, None)
+    def open_workers(args, train, validation, test):
+        runner.start_worker(torch.get_num_threads(), train, validation, test, args, None)
         return DeferredExecutor()
 
     real_protect = runner.protect_training_set
@@ -275,33 +330,42 @@ def test_estimate_only_trains_nothing(dataset, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
-def test_the_quick_protocol_fits_its_budget():
-    """Every defense named but adversarial training on the first victim, no defense on the second,
-    within the protocol's budget at the training throughputs `--estimate_only` measured on the 2-core
-    development machine (images/s; victims: both workers together; False: the surrogates' strided stem;
-    True: bfloat16 autocast)."""
-    victims = {("test_byobnet", None, True): 3226, ("mobilenetv3_small_100", None, False): 1321,
-               ("mobilenetv3_small_050", None, False): 1919}
-    generation = {("test_resnet", None, False): 485, ("test_resnet", False, False): 4235,
-                  ("mobilenetv3_small_050", None, False): 1919}
+def test_the_quick_protocol_fits_its_hour():
+    """Every headline method, no defense, two held-out victims, three seeds and EM, TAP and the trained generator
+    at their CPU budget, within the hour at the throughputs `--estimate_only` measured on the 2-core
+    development machine (images/s of both victim workers together; True: bfloat16 autocast)."""
+    victims = {("test_byobnet", None, True): 2334, ("test_efficientnet", None, False): 1671}
     args = protocols.parse_args([])
-    assert args.victim_epochs == {"test_byobnet": 12, "mobilenetv3_small_100": 20}
-    assert (args.bf16_victims, args.workers) == (["test_byobnet"], 2)
+    assert args.victim_epochs == {"test_byobnet": 12, "test_efficientnet": 15}
+    assert (args.bf16_victims, args.workers, args.victim_seeds) == (["test_byobnet"], 2, [0, 1, 2])
+    assert {"clean", "random", "patch", "em", "tap", "confounder-keyed", "confounder-trained"} == set(args.methods)
     registry = build_defenses(10)
     cells = plan.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
-                                 args.transfer_methods, registry)
-    named_by_the_issue = {"none", "grayscale", "jpeg10", "cutout", "cutmix", "mixup", "partial20", "partial50",
-                          "partial80", "one-class", "transfer"}
-    assert {cell.defense for cell in cells if cell.victim == args.victims[0]} >= named_by_the_issue
-    assert {cell.defense for cell in cells if cell.victim == args.victims[1]} == {"none", "transfer"}
-    assert {"clean", "random", "em", "tap", "confounder", "confounder-trained"} <= set(args.methods)
-    methods = runner.build_methods(args, 10)
-    variants = plan.protected_sets(cells, methods, registry, args.transfer_surrogate)
-    to_generate = {label: method for label, method in variants.items() if label != "clean"}
-    estimate = plan.estimate_seconds(cells, registry, to_generate, 10_000, 2_000, args.victim_epochs,
-                                          lambda name, stem, bf16: generation[(name, stem, bf16)],
-                                          args.bf16_victims, lambda name, stem, bf16: victims[(name, stem, bf16)])
+                            args.transfer_methods, registry, args.victim_seeds)
+    assert len(cells) == 7 * 2 * 3 and {cell.defense for cell in cells} == {"none"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the budget is in CPU-seconds: wall seconds on both cores
+    try:
+        to_generate = {label: method for label, method in runner.build_methods(args, 10).items()
+                       if method.budget_wall_seconds() is not None}
+        estimate = plan.estimate_seconds(cells, registry, to_generate, 9_000, 2_000, args.victim_epochs, None,
+                                         args.bf16_victims, lambda name, stem, bf16: victims[(name, stem, bf16)],
+                                         n_validation=1_000)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(to_generate) == {"em", "tap", "confounder-trained"}
+    assert estimate["generation_seconds"] == pytest.approx(3 * args.method_budget / 2)
     assert estimate["total_seconds"] <= 60 * args.budget_minutes <= 60 * 60
+
+
+def test_the_defense_protocol_puts_every_defense_on_every_method():
+    args = protocols.parse_args(["--protocol", "defenses"])
+    cells = plan.plan_cells(args.methods, args.victims, args.defenses, args.defense_methods,
+                            args.transfer_methods, build_defenses(10), args.victim_seeds)
+    assert {(cell.method, cell.defense) for cell in cells} == {(method, defense) for method in args.methods
+                                                               for defense in args.defenses}
+    assert {"grayscale", "jpeg10", "jpeg75", "cutout", "cutmix", "mixup", "adversarial"} < set(args.defenses)
+    assert [cell.seed for cell in cells] == sorted(cell.seed for cell in cells)  # a cut run: whole first seeds
 
 
 def test_the_full_protocol_plans_every_method_and_defense():
@@ -352,6 +416,13 @@ def test_estimate_arithmetic():
     assert estimate["victims_seconds"] == pytest.approx(2 * 110 / 10 + 2 * 410 / 10)
     # EM: 2 rounds × (1 train step × 10 images + 100 images × (3 PGD steps + 1 check)) / 10 images/s
     assert estimate["generation_seconds"] == pytest.approx(2 * (10 + 400) / 10)
+    # With 20 validation images each epoch watches them instead, and the test images are seen once; a budgeted
+    # method takes its budget's wall time.
+    em.budget_seconds = 30 * torch.get_num_threads()
+    estimate = plan.estimate_seconds(cells, registry, {"em": em}, n_train=100, n_test=30, epochs={"v": 2},
+                                     images_per_second=lambda name, stem, bf16: 10.0, n_validation=21)
+    assert estimate["victims_seconds"] == pytest.approx((2 * 107 + 10) / 10 + (2 * 407 + 10) / 10)
+    assert estimate["generation_seconds"] == pytest.approx(30)
 
 
 def test_a_defense_without_methods_says_what_to_pass():
@@ -471,9 +542,9 @@ def test_speed_summary_takes_the_median_and_range_of_each_number(tmp_path):
 
 def test_options_override_the_protocol_and_unknown_keys_are_usage_errors(capsys):
     args = protocols.parse_args(["--options", "em_rounds=3", "epsilon=4", "surrogate=mobilenetv3_small_050"])
-    assert (args.em_rounds, args.epsilon, args.surrogate, args.tap_steps) == (3, 4.0, "mobilenetv3_small_050", 10)
-    assert runner.build_methods(args, 10)["em"].step_size == pytest.approx(2.5 * 4 / 255 / 10)
-    for wrong, said in (("em_round=3", "KEY one of epsilon, surrogate"), ("em_rounds=many", "em_rounds takes a value of type int"),
+    assert (args.em_rounds, args.epsilon, args.surrogate, args.tap_steps) == (3, 4.0, "mobilenetv3_small_050", 100)
+    assert runner.build_methods(args, 10)["em"].step_size == pytest.approx(2.5 * 4 / 255 / 5)
+    for wrong, said in (("em_round=3", "KEY one of seed, epsilon, surrogate"), ("em_rounds=many", "em_rounds takes a value of type int"),
                         ("em_rounds", "expected KEY=VALUE")):
         with pytest.raises(SystemExit):
             protocols.parse_args(["--options", wrong])
@@ -485,3 +556,56 @@ def test_help_has_at_most_25_flags(capsys):
         protocols.parse_args(["--help"])
     flags = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  -")]
     assert len(flags) <= 25
+
+
+def test_cells_repeat_per_victim_seed_first_seed_first():
+    cells = plan.plan_cells(["clean", "em"], ["a", "b"], ["none"], [], [], build_defenses(10), [3, 1])
+    assert [(cell.method, cell.victim, cell.seed) for cell in cells] == [
+        ("clean", "a", 3), ("em", "a", 3), ("clean", "b", 3), ("em", "b", 3),
+        ("clean", "a", 1), ("em", "a", 1), ("clean", "b", 1), ("em", "b", 1)]
+
+
+def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(dataset, tmp_path, monkeypatch):
+    extra = ("--victims", "test_resnet", "--methods", "clean", "random", "--defenses", "none")
+    first = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    stored = json.loads((tmp_path / "out" / "results.json").read_text())
+    stored["runs"] = stored["runs"][:1]  # as if stopped after the first victim
+    (tmp_path / "out" / "results.json").write_text(json.dumps(stored))
+    trained = []
+    real_run_cell = runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.method)
+                        or real_run_cell(cell, *args, **kwargs))
+    resumed = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    assert trained == ["random"] and resumed["runs"][0] == first["runs"][0] and resumed["resumed_runs"] == 1
+    runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--epochs", "3"))
+    assert trained == ["random", "clean", "random"]
+
+
+def test_tables_show_the_mean_and_standard_error_over_seeds():
+    assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
+    assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)
+    assert reporting.mean_cell([0.1, 0.2, 0.3]) == "20.0% ± 5.8" and reporting.mean_cell([]) == "–"
+
+
+def test_sanity_judges_the_mean_over_seeds():
+    runs = [{"method": method, "victim": "v", "defense": "none", "test_acc": accuracy}
+            for method, accuracy in (("clean", 0.7), ("clean", 0.5), ("em", 0.45))]
+    checks = reporting.sanity_checks({"runs": runs, "clean_floor": 0.55, "majority_rate": 0.1})
+    assert [(name, passed) for name, passed, _ in checks] == [
+        ("clean v learns", True), ("clean v beats the majority class", True), ("EM bites (v)", True)]
+
+
+def test_victims_are_labelled_white_box_or_held_out():
+    found = reporting.victim_architectures(["test_resnet", "test_byobnet", "test_efficientnet"], "test_resnet")
+    assert found["test_resnet"] == {"family": "resnet", "depthwise": False, "white_box": True}
+    assert found["test_byobnet"] == {"family": "byobnet", "depthwise": False, "white_box": False}
+    assert found["test_efficientnet"] == {"family": "efficientnet", "depthwise": True, "white_box": False}
+
+
+def test_validation_rows_come_from_the_end_of_the_training_rows():
+    data = ImageClassificationData(torch.zeros(10, 2, 2, 3, dtype=torch.uint8), torch.arange(10), 10)
+    train, validation = data.split_off(3)
+    assert train.labels.tolist() == list(range(7)) and validation.labels.tolist() == [7, 8, 9]
+    assert data.split_off(0) == (data, None)
+    with pytest.raises(ValueError, match="validation_rows=10: give 0"):
+        data.split_off(10)

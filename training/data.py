@@ -75,6 +75,17 @@ class ImageClassificationData:
         """NCHW float in [0, 1]."""
         return to_float(self.images[index])
 
+    def split_off(self, count: int) -> tuple[ImageClassificationData, ImageClassificationData | None]:
+        """The first rows and the last ``count`` rows (None when ``count`` is 0): a validation split carved from
+        the training rows, so that settings are chosen without looking at the test rows."""
+        if count == 0:
+            return self, None
+        if not 0 < count < len(self.labels):
+            raise ValueError(f"validation_rows={count}: give 0 (no validation) or fewer rows than the "
+                             f"{len(self.labels)} training rows")
+        return (ImageClassificationData(self.images[:-count], self.labels[:-count], self.num_classes),
+                ImageClassificationData(self.images[-count:], self.labels[-count:], self.num_classes))
+
 
 def check_labels(labels: torch.Tensor, num_classes: int, first: int, where: str, column: str) -> None:
     """Raises ``ValueError`` naming the first row whose label is outside 0..num_classes - 1."""

@@ -7,6 +7,7 @@
 - ``noise_head``: h, the small CNN that reads the label off the noise δ / ε alone.
 - ``KeyReader``: f or h for a keyed generator: which of this batch's keys made this input.
 - ``weights_digest``: a short hash of a model's tensors, stored in reports to tell weights apart.
+- ``architecture``: a timm model's family and whether it is depthwise, for labelling victims white-box or held out.
 """
 
 from __future__ import annotations
@@ -76,3 +77,13 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:12]
+
+
+def architecture(name: str) -> dict[str, str | bool]:
+    """A timm model's family (the timm module that defines it: ``resnet`` for test_resnet and ResNet-18) and
+    whether it has depthwise convolutions (MobileNets, EfficientNets), which resist some unlearnable noises."""
+    family = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    convolutions = [module for module in create_classifier(name, 10).modules() if isinstance(module, nn.Conv2d)]
+    depthwise = any(conv.groups > 1 and conv.groups == conv.in_channels for conv in convolutions)
+    return {"family": family, "depthwise": depthwise}
+

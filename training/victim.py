@@ -30,13 +30,15 @@ from .models import create_classifier
 @dataclass
 class VictimResult:
     """One victim run: clean test accuracy after the last epoch and at its best, training accuracy in the last
-    epoch, seconds, the test accuracy after each epoch, whether it trained under bfloat16, and the balanced test
-    accuracy after the last epoch (the mean of the per-class accuracies, for unbalanced test sets)."""
+    epoch, seconds, the accuracy after each epoch on the validation images (the test images when there are
+    none), whether it trained under bfloat16, and the balanced test accuracy after the last epoch (the mean of
+    the per-class accuracies, for unbalanced test sets). With validation images the test images are seen once,
+    after the last epoch, and ``best_test_acc`` is None."""
 
     victim: str
     setting: str
     test_acc: float
-    best_test_acc: float
+    best_test_acc: float | None
     train_acc: float
     seconds: float
     history: list[float] = field(default_factory=list)
@@ -142,6 +144,7 @@ def train_victim(
     progress: bool = True,
     batch_transform: BatchTransform | None = None,
     bf16: bool = False,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> VictimResult:
     """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images`` after
     each epoch; ``setting`` names the training data in the result and the progress bar.
@@ -149,7 +152,8 @@ def train_victim(
     ``batch_transform``: a scraper's defense (Cutout, CutMix, Mixup, adversarial training: see ``defenses.py``),
     as in ``fitting.fit_batches``. ``bf16`` runs the training forward pass under bfloat16 autocast: on CPUs with
     AVX512-BF16 it halves test_resnet's time, but it slows depthwise models such as MobileNetV3, so it is a
-    per-victim choice. Testing stays in float32.
+    per-victim choice. Testing stays in float32. ``validation`` (uint8 NHWC images, labels), carved from the
+    training rows, is what the per-epoch history measures instead of the test images, which are then used once.
     """
     torch.manual_seed(seed)
     device = torch.device(default_device())
@@ -159,6 +163,7 @@ def train_victim(
     optimizer, schedule = make_optimizer(model, Optimization("sgd", learning_rate, warmup=0.25),
                                          epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(seed)
+    monitor_images, monitor_labels = (test_images, test_labels) if validation is None else validation
     history: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=epochs * steps_per_epoch, desc=f"{victim} on {setting}", disable=not progress, leave=False)
@@ -166,10 +171,14 @@ def train_victim(
         correct = fit_batches(model, optimizer, schedule, epoch_batches(len(train_images), batch_size, shuffle),
                               lambda indices: as_float(train_images[indices], device), train_labels, shuffle,
                               batch_transform, bf16, bar.update)
-        predicted = logits(model, test_images).argmax(1)
-        history.append((predicted == test_labels).sum().item() / len(test_labels))
-        bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}", test_acc=f"{history[-1]:.3f}")
+        predicted = logits(model, monitor_images).argmax(1)
+        history.append((predicted == monitor_labels).sum().item() / len(monitor_labels))
+        bar.set_postfix(train_acc=f"{correct / len(train_images):.3f}",
+                        **{"test_acc" if validation is None else "validation_acc": f"{history[-1]:.3f}"})
     bar.close()
-    balanced = balanced_accuracy(predicted, test_labels)
-    return VictimResult(victim, setting, history[-1], max(history), correct / len(train_images),
-                        time.perf_counter() - started, history, bf16, balanced)
+    if validation is not None:
+        predicted = logits(model, test_images).argmax(1)
+    test_acc = (predicted == test_labels).sum().item() / len(test_labels)
+    return VictimResult(victim, setting, test_acc, max(history) if validation is None else None,
+                        correct / len(train_images), time.perf_counter() - started, history, bf16,
+                        balanced_accuracy(predicted, test_labels))

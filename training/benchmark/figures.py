@@ -7,29 +7,36 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from .report import mean_and_error, seed_values
+
 SAMPLES = 3  # images per protected set in the samples figure
 
 
-def curves_figure(runs: list[dict], victims: list[str]) -> Figure:
-    """Clean test accuracy per epoch of every method without defense, one panel per victim."""
+def curves_figure(runs: list[dict], victims: list[str], measured_on: str) -> Figure:
+    """Accuracy per epoch (on clean ``measured_on`` images) of every method without defense, one panel per
+    victim."""
     figure = Figure(figsize=(5 * len(victims), 3.5), layout="constrained")
     for axis, victim in zip(figure.subplots(1, len(victims), squeeze=False)[0], victims):
         for run in (run for run in runs if run["victim"] == victim):
             is_clean = run["method"] == "clean"
             axis.plot(range(1, len(run["history"]) + 1), run["history"], marker=".", label=run["method"],
                       linestyle="--" if is_clean else "-", color="black" if is_clean else None)
-        axis.set(title=f"{victim}, no defense", xlabel="epoch", ylabel="clean test accuracy", ylim=(0, 1))
+        axis.set(title=f"{victim}, no defense", xlabel="epoch", ylabel=f"clean {measured_on} accuracy",
+                 ylim=(0, 1))
         axis.legend(fontsize="small")
     return figure
 
 
-def defense_figure(defense: str, runs: list[dict], reference: float | None, reference_victim: str) -> Figure:
-    """A bar per run under ``defense``, against the clean accuracy without defense."""
-    several = len({run["victim"] for run in runs}) > 1
-    figure = Figure(figsize=(max(4.0, 0.7 * len(runs) + 1.5), 3.5), layout="constrained")
+def defense_figure(defense: str, cells: dict[tuple[str, str], list[float]], reference: float | None,
+                   reference_victim: str) -> Figure:
+    """A bar per (method, victim) under ``defense``, the mean over its seeds with the standard error, against
+    the clean accuracy without defense."""
+    several = len({victim for _, victim in cells}) > 1
+    figure = Figure(figsize=(max(4.0, 0.7 * len(cells) + 1.5), 3.5), layout="constrained")
     axis = figure.subplots()
-    axis.bar([f"{run['method']}\n{run['victim']}" if several else run["method"] for run in runs],
-             [run["test_acc"] for run in runs], color="tab:blue")
+    summaries = [mean_and_error(values) for values in cells.values()]
+    axis.bar([f"{method}\n{victim}" if several else method for method, victim in cells],
+             [mean for mean, _ in summaries], yerr=[error or 0 for _, error in summaries], color="tab:blue")
     if reference is not None:
         axis.axhline(reference, color="black", linestyle="--", label=f"clean, no defense ({reference_victim})")
         axis.legend(fontsize="small")
@@ -60,13 +67,16 @@ def write_figures(report: dict, clean: torch.Tensor, protected: dict[str, torch.
     samples."""
     runs = report["runs"]
     victims = list(dict.fromkeys(run["victim"] for run in runs))
+    values = seed_values(report)
     figures: dict[str, Figure] = {}
-    if curves := [run for run in runs if run["defense"] == "none"]:
-        figures["curves.png"] = curves_figure(curves, victims)
-    reference = next((run["test_acc"] for run in runs
-                      if (run["method"], run["victim"], run["defense"]) == ("clean", victims[0], "none")), None)
+    first_seed = runs[0].get("seed", 0) if runs else 0
+    if curves := [run for run in runs if run["defense"] == "none" and run.get("seed", 0) == first_seed]:
+        measured_on = "validation" if report.get("n_validation") else "test"
+        figures["curves.png"] = curves_figure(curves, victims, f"{measured_on} (seed {first_seed})")
+    clean_accuracy = values.get(("clean", victims[0], "none")) if victims else None
+    reference = mean_and_error(clean_accuracy)[0] if clean_accuracy else None
     for defense in dict.fromkeys(run["defense"] for run in runs):
-        chosen = [run for run in runs if run["defense"] == defense]
+        chosen = {(method, victim): found for (method, victim, name), found in values.items() if name == defense}
         figures[f"defense-{defense}.png"] = defense_figure(defense, chosen, reference, victims[0])
     if protected:
         figures["samples.png"] = samples_figure(clean, protected, report["epsilon_levels"])

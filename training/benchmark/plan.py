@@ -22,18 +22,23 @@ Throughput = Callable[[str, "bool | None", bool], float]
 
 @dataclass(frozen=True)
 class Cell:
-    """One victim training; ``variant`` names its protected training set (``em``, or ``em-transfer``)."""
+    """One victim training; ``variant`` names its protected training set (``em``, or ``em-transfer``), ``seed``
+    the victim's initialisation, batch order and augmentation (and the images that partial protection picks)."""
 
     method: str
     victim: str
     defense: str
     variant: str
+    seed: int = 0
 
 
 def plan_cells(methods: list[str], victims: list[str], defenses: list[str], defense_methods: list[str],
-               transfer_methods: list[str], registry: dict[str, Defense]) -> list[Cell]:
+               transfer_methods: list[str], registry: dict[str, Defense], seeds: list[int] = (0,)) -> list[Cell]:
     """``none``: every method on every victim. ``transfer``: the ``transfer_methods`` on every victim. Other
-    defenses: the ``defense_methods`` on the first victim (clean data only where it is the reference)."""
+    defenses: the ``defense_methods`` on the first victim (clean data only where it is the reference).
+
+    Every cell once per victim seed, all of the first seed's cells first: a run cut short still has a complete
+    grid for its first seeds."""
     cells = []
     for name in defenses:
         defense = registry[name]
@@ -53,7 +58,7 @@ def plan_cells(methods: list[str], victims: list[str], defenses: list[str], defe
             raise ValueError(f"the {name} defense has nothing to run: give {wanted} a protection method "
                              f"that is also among --methods ({' '.join(methods)})")
         cells += chosen
-    return cells
+    return [replace(cell, seed=seed) for seed in seeds for cell in cells]
 
 
 def protected_sets(cells: list[Cell], methods: dict[str, Method], registry: dict[str, Defense],
@@ -100,22 +105,31 @@ def measure_images_per_second(name: str, small_input_stem: bool | None, data: Im
 def estimate_seconds(cells: list[Cell], registry: dict[str, Defense], to_generate: dict[str, Method],
                      n_train: int, n_test: int, epochs: dict[str, int], images_per_second: Throughput,
                      bf16_victims: Collection[str] = (),
-                     victim_images_per_second: Throughput | None = None) -> dict[str, float]:
+                     victim_images_per_second: Throughput | None = None, n_validation: int = 0) -> dict[str, float]:
     """Time of a plan from training throughputs (for victims, of all the workers together when they differ).
 
-    A victim epoch trains on every training image (times the defense's cost) and tests on every test image,
-    which costs about a third as much. Making a protected set costs its method's surrogate work; methods
-    without one (noise, a shipped generator) take seconds.
+    A victim epoch trains on every training image (times the defense's cost) and tests on every validation
+    image (or, without them, every test image), which costs about a third as much; with validation images the
+    test images are seen once. Making a protected set costs its method's CPU budget when it has one, else its
+    surrogate work; methods without one (noise, a shipped generator) take seconds.
     """
     def train_share(cell: Cell) -> float:  # clean data under partial protection: the unprotected part only
         defense = registry[cell.defense]
         return 1 - defense.protected_fraction if cell.method == "clean" and defense.protects_part else 1
 
+    def victim_images(cell: Cell) -> float:
+        per_epoch = n_train * train_share(cell) * registry[cell.defense].cost + (n_validation or n_test) / 3
+        return epochs[cell.victim] * per_epoch + (n_test / 3 if n_validation else 0)
+
     victim_images_per_second = victim_images_per_second or images_per_second
-    victims = sum(epochs[cell.victim] * (n_train * train_share(cell) * registry[cell.defense].cost + n_test / 3)
-                  / victim_images_per_second(cell.victim, None, cell.victim in bf16_victims) for cell in cells)
-    works = [work for method in to_generate.values() if (work := method.work(n_train))]
-    generation = sum(work.passes / images_per_second(work.model, work.small_input_stem, False) for work in works)
+    victims = sum(victim_images(cell) / victim_images_per_second(cell.victim, None, cell.victim in bf16_victims)
+                  for cell in cells)
+    generation = 0.0
+    for method in to_generate.values():
+        if (limit := method.budget_wall_seconds()) is not None:
+            generation += limit
+        elif work := method.work(n_train):
+            generation += work.passes / images_per_second(work.model, work.small_input_stem, False)
     return {"victims_seconds": victims, "generation_seconds": generation,
             "total_seconds": victims + generation}
 

@@ -1,13 +1,17 @@
 """The benchmark's protocols (the defaults of a run) and its command line.
 
-A protocol sets every value a flag or an ``--options KEY=VALUE`` leaves out:
-- ``quick`` (2 CPU cores, within an hour): the first 10,000 training and 2,000 test images of CIFAR-10 (prefixes
-  of ``../shared/data/cifar10`` are class-balanced); victims test_byobnet (12 epochs under bfloat16 autocast,
-  every defense but adversarial training) and mobilenetv3_small_100 (20 epochs in float32, no defense), two at
-  a time, each in a 1-thread process; seven methods, and the defenses for clean data and the shipped
-  ConfounderGAN.
-- ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18, VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8,
-  every defense for every method on the first.
+A protocol sets every value a flag or an ``--options KEY=VALUE`` leaves out. All three hold out the last
+``validation_rows`` training rows as clean validation images (they choose settings; the test rows only report)
+and train every victim with three seeds:
+- ``quick`` (2 CPU cores, within an hour, the headline): the first 10,000 training rows of CIFAR-10 (prefixes
+  of ``../shared/data/cifar10`` are class-balanced; 1,000 of them validate) and 2,000 test rows; victims of
+  two families that the surrogate (test_resnet, a ResNet) is not: test_byobnet (12 epochs under bfloat16
+  autocast) and the depthwise test_efficientnet (15 epochs), two at a time, each in a 1-thread process; seven
+  methods without defense; EM, TAP and the generator trained in the run get the same CPU budget.
+- ``defenses`` (2 CPU cores, several hours, resumable): the same data and methods, every scraper defense on
+  test_byobnet.
+- ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18 (white-box: the surrogate's family),
+  VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8, every defense for every method on the first.
 """
 
 from __future__ import annotations
@@ -27,17 +31,20 @@ from .plan import plan_cells
 
 # KEY: (type, what it sets), for --options KEY=VALUE.
 OPTIONS: dict[str, tuple[type, str]] = {
+    "seed": (int, "seed of every method: its noise, surrogate, generator and the keyed generator's secret"),
     "epsilon": (float, "L∞ budget of every method, in levels out of 255"),
     "surrogate": (str, "timm surrogate of em, tap and confounder-trained"),
     "transfer_surrogate": (str, "surrogate A of the transfer defense (the victims are B and C)"),
     "em_rounds": (int, "EM outer iterations at most"),
     "em_train_steps": (int, "EM surrogate steps per round"),
     "em_steps": (int, "EM PGD steps per round"),
-    "tap_epochs": (int, "TAP surrogate epochs on clean data"),
-    "tap_steps": (int, "TAP PGD steps"),
-    "confounder_steps": (int, "training steps of confounder-trained's generator"),
+    "tap_epochs": (int, "TAP surrogate epochs on clean data (at most, under a budget)"),
+    "tap_steps": (int, "TAP PGD steps (at most, under a budget)"),
+    "confounder_steps": (int, "training steps of confounder-trained's generator (at most, under a budget)"),
     "adversarial_epsilon": (float, "budget of adversarial training, in levels out of 255"),
     "adversarial_steps": (int, "PGD steps of adversarial training"),
+    "method_budget": (float, "CPU-seconds that em, tap and confounder-trained may each spend"),
+    "validation_rows": (int, "the last training rows that become clean validation images instead"),
     "protected_class": (int, "the class that the one-class defense protects"),
     "batch_size": (int, "victim batch size"),
     "learning_rate": (float, "victim peak learning rate (SGD, one-cycle)"),
@@ -47,22 +54,26 @@ OPTIONS: dict[str, tuple[type, str]] = {
 
 COMMON = {"dataset_name": "../shared/data/cifar10", "epsilon": 8, "surrogate": "test_resnet",
           "transfer_surrogate": "mobilenetv3_small_050", "adversarial_epsilon": 4, "adversarial_steps": 3,
-          "protected_class": 0, "batch_size": 128, "learning_rate": 0.05}
+          "protected_class": 0, "batch_size": 128, "learning_rate": 0.05,
+          "seed": 0, "victim_seeds": [0, 1, 2]}
+QUICK_DATA = {**COMMON, "train_rows": (0, 10_000), "validation_rows": 1_000, "test_rows": (0, 2_000),
+              "methods": ["clean", "random", "patch", "em", "tap", "confounder-keyed", "confounder-trained"],
+              "transfer_methods": ["confounder-trained"], "bf16_victims": ["test_byobnet"], "epochs": 12,
+              "method_budget": 420.0, "em_rounds": 10, "em_train_steps": 20, "em_steps": 5, "tap_epochs": 10,
+              "tap_steps": 100, "confounder_steps": 3000, "clean_floor": 0.55, "workers": 2}
 PROTOCOLS = {
-    "quick": {**COMMON, "train_rows": (0, 10_000), "test_rows": (0, 2_000), "epochs": 12,
-              "victims": ["test_byobnet", "mobilenetv3_small_100:20"], "bf16_victims": ["test_byobnet"],
-              "methods": ["clean", "random", "patch", "em", "tap", "confounder", "confounder-trained"],
-              "defenses": ["none", "grayscale", "jpeg10", "jpeg75", "cutout", "cutmix", "mixup", "partial20",
-                           "partial50", "partial80", "one-class", "transfer"],
-              "defense_methods": ["clean", "confounder"], "transfer_methods": ["confounder-trained"],
-              "em_rounds": 5, "em_train_steps": 20, "em_steps": 10, "tap_epochs": 5, "tap_steps": 10,
-              "confounder_steps": 300, "clean_floor": 0.55, "budget_minutes": 60, "workers": 2},
-    "full": {**COMMON, "train_rows": None, "test_rows": None, "epochs": 40, "methods": list(METHODS),
-             "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100", "vit_small_patch8_224"],
+    "quick": {**QUICK_DATA, "victims": ["test_byobnet", "test_efficientnet:15"], "defenses": ["none"],
+              "defense_methods": [], "budget_minutes": 60},
+    "defenses": {**QUICK_DATA, "victims": ["test_byobnet"],
+                 "defenses": ["none", "grayscale", "jpeg10", "jpeg75", "cutout", "cutmix", "mixup", "adversarial"],
+                 "defense_methods": QUICK_DATA["methods"], "budget_minutes": None},
+    "full": {**COMMON, "train_rows": None, "validation_rows": 5_000, "test_rows": None, "epochs": 40,
+             "methods": list(METHODS), "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100",
+                                                  "vit_small_patch8_224"],
              "bf16_victims": [], "defenses": list(DEFENSES), "defense_methods": list(METHODS),
-             "transfer_methods": list(TRANSFERABLE), "em_rounds": 20, "em_train_steps": 10, "em_steps": 20,
-             "tap_epochs": 40, "tap_steps": 100, "confounder_steps": 4000, "clean_floor": 0.80,
-             "budget_minutes": None, "workers": 1},
+             "transfer_methods": list(TRANSFERABLE), "method_budget": None, "em_rounds": 20,
+             "em_train_steps": 10, "em_steps": 20, "tap_epochs": 40, "tap_steps": 250, "confounder_steps": 4000,
+             "clean_floor": 0.80, "budget_minutes": None, "workers": 1},
 }
 
 
@@ -119,7 +130,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     grid.add_argument("--workers", type=int,
                       help="victims trained at once, each in its own process with an equal share of the CPU "
                            "threads (protocol)")
-    grid.add_argument("--seed", type=int, default=0, help="seed of every method and victim")
+    grid.add_argument("--victim_seeds", type=int, nargs="+", metavar="SEED",
+                      help="each victim trains once per seed; tables show the mean ± standard error (protocol)")
     grid.add_argument("--model", default=CIFAR10_MODEL,
                       help="the generator of confounder and confounder-label-free: a folder or Hub id")
     grid.add_argument("--options", nargs="+", type=parse_option, default=[], metavar="KEY=VALUE",
@@ -167,7 +179,7 @@ def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
         raise ValueError(f"--workers {args.workers}: give 1 or more victims to train at once")
     # A plan with a defense that runs nothing is a usage error: said before any data loads.
     plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
-               build_defenses(num_classes=2))
+               build_defenses(num_classes=2), args.victim_seeds)
     args.command = shlex.join(["python", "-m", "training.benchmark", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -13,9 +15,11 @@ from scipy.stats import rankdata
 
 from training.data import ImageClassificationData
 from training.defenses import Defense
+from training.models import architecture
 from training.victim import hardware_summary, logits, train_victim
 
 from .plan import Cell
+from .protocols import OPTIONS
 
 SANITY_MARGIN = 0.10  # "barely hurts" and "bites" are judged against clean accuracy with this margin
 
@@ -50,21 +54,30 @@ def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float | None:
 
 
 def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train: ImageClassificationData,
-             test: ImageClassificationData, args: argparse.Namespace, progress: bool = True) -> dict:
-    """Trains and tests one victim; ``protected`` is the method's training set, None for clean data."""
-    images, labels = defense.training_set(train.images, protected, train.labels, args.seed)
-    test_images = defense.data_transform(test.images) if defense.on_test_images else test.images
+             validation: ImageClassificationData | None, test: ImageClassificationData, args: argparse.Namespace,
+             progress: bool = True) -> dict:
+    """Trains and tests one victim; ``protected`` is the method's training set, None for clean data. The
+    clean ``validation`` images (None: none) give the per-epoch history; the test images are seen once."""
+    images, labels = defense.training_set(train.images, protected, train.labels, cell.seed)
+
+    def as_scraper_sees(images: torch.Tensor) -> torch.Tensor:  # a gray model is tested on gray images
+        return defense.data_transform(images) if defense.on_test_images else images
+
+    test_images = as_scraper_sees(test.images)
+    watched = None if validation is None else (as_scraper_sees(validation.images), validation.labels)
     catcher = ModelCatcher(defense.batch_transform)
     result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
                           test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
-                          args.learning_rate, args.seed, progress=progress, batch_transform=catcher,
-                          bf16=cell.victim in args.bf16_victims)
+                          args.learning_rate, cell.seed, progress=progress, batch_transform=catcher,
+                          bf16=cell.victim in args.bf16_victims, validation=watched)
     probabilities = logits(catcher.model, test_images).softmax(1).numpy()
     test_labels = test.labels.numpy()
     correct = probabilities.argmax(1) == test_labels
     class_acc = [float(correct[test_labels == k].mean()) if (test_labels == k).any() else None
                  for k in range(train.num_classes)]
-    run = {"method": cell.method, "victim": cell.victim, "defense": cell.defense, "test_acc": result.test_acc,
+    run = {"method": cell.method, "victim": cell.victim, "defense": cell.defense, "seed": cell.seed,
+           "test_acc": result.test_acc, "balanced_test_acc": result.balanced_test_acc,
+           "validation_acc": None if validation is None else result.history[-1],
            "best_test_acc": result.best_test_acc, "seconds": result.seconds, "train_acc": result.train_acc,
            "history": result.history, "auc": roc_auc(probabilities, test_labels), "class_acc": class_acc,
            "n_train": len(labels), "bf16": result.bf16}
@@ -78,8 +91,23 @@ def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train
     return run
 
 
+def mean_and_error(values: list[float]) -> tuple[float, float | None]:
+    """The mean and its standard error (sample standard deviation / √n; None for a single value)."""
+    mean = float(np.mean(values))
+    return mean, (float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else None)
+
+
+def seed_values(report: dict, key: str = "test_acc") -> dict[tuple[str, str, str], list[float]]:
+    """Each (method, victim, defense)'s ``key`` over its victim seeds, in the runs' order."""
+    values: dict[tuple[str, str, str], list[float]] = {}
+    for run in report["runs"]:
+        values.setdefault((run["method"], run["victim"], run["defense"]), []).append(run[key])
+    return values
+
+
 def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[str, bool, str]]:
-    """The rows that make a report trustworthy, as (name, passed, detail), from the runs without defense.
+    """The rows that make a report trustworthy, as (name, passed, detail), from the runs without defense,
+    each judged on the mean over the victim seeds.
 
     For every victim with a clean run: it learns (≥ ``clean_floor``, default ``report["clean_floor"]``, and
     above the majority-class rate); sample-wise random noise barely hurts (at most ``SANITY_MARGIN`` below
@@ -87,8 +115,8 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
     Rows whose runs are missing are left out.
     """
     floor = report["clean_floor"] if clean_floor is None else clean_floor
-    accuracy = {(run["method"], run["victim"]): run["test_acc"] for run in report["runs"]
-                if run["defense"] == "none"}
+    accuracy = {(method, victim): float(np.mean(values))
+                for (method, victim, defense), values in seed_values(report).items() if defense == "none"}
     checks = []
     for victim in dict.fromkeys(run["victim"] for run in report["runs"]):
         clean = accuracy.get(("clean", victim))
@@ -109,6 +137,23 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
     return checks
 
 
+def settings_digest(args: argparse.Namespace) -> str:
+    """A hash of everything that decides a victim run's result but its cell: runs of reports with the same
+    digest can be reused by a rerun."""
+    keys = [*(key for key in OPTIONS if key not in ("clean_floor", "budget_minutes")), "dataset_name", "train_rows", "test_rows", "resolution", "victim_epochs", "bf16_victims",
+            "seed", "model"]
+    settings = json.dumps({key: getattr(args, key, None) for key in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def victim_architectures(victims: list[str], surrogate: str) -> dict[str, dict]:
+    """Each victim's family and depthwise-ness, and whether it shares the surrogate's family (white-box) or
+    not (held out)."""
+    own = architecture(surrogate)["family"]
+    return {victim: {**(found := architecture(victim)), "white_box": found["family"] == own}
+            for victim in victims}
+
+
 def package_versions() -> dict[str, str]:
     names = ("confounder-gan", "torch", "timm", "diffusers", "accelerate", "datasets", "numpy",
              "scikit-image", "pillow", "matplotlib")
@@ -122,12 +167,16 @@ def package_versions() -> dict[str, str]:
     return {"python": sys.version.split()[0], **{name: installed(name) for name in names}}
 
 
-def new_report(args: argparse.Namespace, train: ImageClassificationData, test: ImageClassificationData,
-               estimate: dict[str, float], cached: list[str]) -> dict:
+def new_report(args: argparse.Namespace, train: ImageClassificationData, validation: ImageClassificationData | None,
+               test: ImageClassificationData, estimate: dict[str, float], cached: list[str]) -> dict:
     """The report before any victim: the run's data, settings, machine and versions."""
     test_labels = test.labels.numpy()
     return {"protocol": args.protocol, "dataset": args.dataset_name, "train_rows": args.train_rows,
             "test_rows": args.test_rows, "n_train": len(train.labels), "n_test": len(test.labels),
+            "n_validation": 0 if validation is None else len(validation.labels),
+            "victim_seeds": args.victim_seeds, "method_budget": args.method_budget,
+            "architectures": victim_architectures(args.victims, args.surrogate),
+            "settings_digest": settings_digest(args),
             "num_classes": train.num_classes,
             "majority_rate": float(np.bincount(test_labels).max() / len(test_labels)),
             "epsilon": args.epsilon / 255, "epsilon_levels": round(args.epsilon),
@@ -161,6 +210,8 @@ def wall_time(report: dict) -> str:
         minutes = sum(report["speed"][label]["generate_seconds"] for label in cached) / 60
         text += (f"; the protected sets of {', '.join(cached)} came from the cache, so the {minutes:.1f} min "
                  "it took to make them (their `generate_seconds`) are not in it")
+    if resumed := report.get("resumed_runs"):
+        text += f"; {resumed} victims came from an earlier run of the same settings, their time not in it"
     return text
 
 
@@ -173,23 +224,46 @@ def skipped_line(report: dict) -> list[str]:
     return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
 
 
+def victim_line(report: dict) -> str:
+    """The victims: epochs, bfloat16, family, and white-box (the surrogate's family) or held out."""
+    bf16 = set(report.get("bf16_victims", []))
+    architectures = report.get("architectures", {})
+
+    def describe(victim: str, epochs: int) -> str:
+        found = architectures.get(victim)
+        if found is None:
+            return f"{victim} ({epochs} epochs)"
+        side = "**white-box** (the surrogate's family)" if found["white_box"] else "held out"
+        kind = f", {found['family']}{', depthwise' if found['depthwise'] else ''}, {side}"
+        return f"{victim} ({epochs} epochs{', bfloat16 autocast' if victim in bf16 else ''}{kind})"
+
+    seeds = report.get("victim_seeds", [0])
+    line = (f"Victims, trained from scratch with crop + flip, each with seeds {', '.join(map(str, seeds))}: "
+            + "; ".join(describe(victim, epochs) for victim, epochs in report["epochs"].items())
+            + f". The surrogate of EM, TAP and the trained generator is {report['surrogate']}")
+    if report.get("workers", 1) > 1:
+        line += (f". {report['workers']} victims train at once, each in its own process with an equal share of "
+                 "the threads")
+    return line
+
+
 def header_lines(report: dict) -> list[str]:
     """The title, the command and the run's data, budget, victims, machine, versions and wall time."""
     versions = ", ".join(f"{name} {value}" for name, value in report["versions"].items())
-    data = (f"`{report['dataset']}`, {report['n_train']} training and {report['n_test']} test images, "
-            f"{report['num_classes']} classes; majority-class rate of the test set "
-            f"{percent(report['majority_rate'])}")
-    bf16 = set(report.get("bf16_victims", []))  # reports from before the option trained in float32
-    epochs = ", ".join(f"{victim} {count}{' (bfloat16 autocast)' if victim in bf16 else ''}"
-                       for victim, count in report["epochs"].items())
-    victims_train = (f"Victims train from scratch with crop + flip, epochs: {epochs}; accuracy "
-                     "is on clean test images, final (best epoch)")
-    if report.get("workers", 1) > 1:
-        victims_train += (f"; {report['workers']} victims train at once, each in its own process with an equal "
-                          "share of the threads")
+    validation = report.get("n_validation", 0)
+    data = (f"`{report['dataset']}`, {report['n_train']} training images"
+            + (f" (and {validation} more, the last training rows, kept clean as validation images: they choose "
+               "settings, the test rows only report)" if validation else "")
+            + f", {report['n_test']} test images, {report['num_classes']} classes; majority-class rate of the "
+            f"test set {percent(report['majority_rate'])}")
+    budget = report.get("method_budget")
+    budget_line = ("" if budget is None else f" EM, TAP and the trained generator each get {budget:.0f} "
+                   "CPU-seconds to make their protected set, training included.")
     return [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",
             f"Regenerate with `{report['command']}`.", "", f"- Data: {data}.",
-            f"- Every method within ε = {report['epsilon_levels']}/255 (L∞). {victims_train}.",
+            f"- Every method within ε = {report['epsilon_levels']}/255 (L∞).{budget_line}",
+            f"- {victim_line(report)}.",
+            "- Accuracy is on clean test images after the last epoch: the mean ± standard error over the seeds.",
             f"- Hardware: {report['hardware']}.", f"- Versions: {versions}.",
             f"- Wall time: {wall_time(report)}.", *skipped_line(report), ""]
 
@@ -205,33 +279,49 @@ def sanity_lines(report: dict) -> list[str]:
                            [[name, "pass" if passed else "**FAIL**", detail] for name, passed, detail in checks])]
 
 
+def mean_cell(values: list[float] | None) -> str:
+    """A table cell: the mean ± standard error of a cell's seeds (– when it has none)."""
+    if not values:
+        return "–"
+    mean, error = mean_and_error(values)
+    return f"{mean:.1%}" + ("" if error is None else f" ± {error * 100:.1f}")
+
+
+def cost(report: dict, label: str) -> str:
+    """What making a protected set cost: CPU-seconds, or that the generator was trained before the run."""
+    speed = report["speed"].get(label)
+    if speed is None:
+        return "none" if label.startswith("clean") else "–"
+    seconds = "–" if speed.get("cpu_seconds") is None else f"{speed['cpu_seconds']:.0f}"
+    return f"pre-trained, then {seconds}" if speed.get("pretrained") else seconds
+
+
 def accuracy_lines(report: dict) -> list[str]:
-    """The test accuracy tables: no defense (every victim), each defense (the first victim), transfer."""
+    """The test accuracy tables: no defense (every victim, with what each set cost), each defense (the first
+    victim), transfer."""
     runs = report["runs"]
     victims, methods, defenses = (list(dict.fromkeys(run[key] for run in runs))
                                   for key in ("victim", "method", "defense"))
-    by_cell = {(run["method"], run["victim"], run["defense"]): run for run in runs}
+    values = seed_values(report)
 
-    def cell(method: str, victim: str, defense: str) -> str:
-        run = by_cell.get((method, victim, defense))
-        return "–" if run is None else f"{run['test_acc']:.1%} ({run['best_test_acc']:.1%})"
-
-    def per_victim(chosen: list[str], defense: str) -> list[str]:
-        return table(["method", *victims], [[method, *(cell(method, victim, defense) for victim in victims)]
-                                            for method in chosen])
+    def per_victim(chosen: list[str], defense: str, suffix: str = "") -> list[str]:
+        return table(["method", "CPU-seconds to make the set", *victims],
+                     [[method, cost(report, method + suffix),
+                       *(mean_cell(values.get((method, victim, defense))) for victim in victims)]
+                      for method in chosen])
 
     lines = ["## No defense", "", *per_victim(methods, "none")] if "none" in defenses else []
     lines += [f"## Defenses, {victims[0]}", ""]
     if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
         lines += [("Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
                    "protection works there when its row is no better than that one."), ""]
-    lines += table(["method", *defenses],
-                   [[method, *(cell(method, victims[0], defense) for defense in defenses)] for method in methods])
+    lines += table(["method", *defenses], [[method, *(mean_cell(values.get((method, victims[0], defense)))
+                                                      for defense in defenses)] for method in methods])
     transfer = [run for run in runs if run["defense"] == "transfer"]
     if transfer:
         own = f" instead of {report['surrogate']}" if "surrogate" in report else ""
         lines += [f"## Transfer: the noise made with surrogate {transfer[0]['surrogate']}{own}", "",
-                  *per_victim(list(dict.fromkeys(run["method"] for run in transfer)), "transfer")]
+                  *per_victim(list(dict.fromkeys(run["method"] for run in transfer)), "transfer", "-transfer")]
     return lines
 
 
@@ -242,21 +332,24 @@ def quality_lines(report: dict) -> list[str]:
     def ssim(value: float | None) -> str:
         return "–" if value is None else f"{value:.3f}"
 
-    return ["## Image quality and speed", "",
-            *table(["protected set", "PSNR", "SSIM", "max abs δ", "protect the training set",
-                    "protect new images"],
+    return ["## Image quality, cost and speed", "",
+            ("CPU-seconds: this process's CPU time while the method made the training set, its training "
+             "included (pre-trained generators were trained before the run: see the model card)."), "",
+            *table(["protected set", "PSNR", "SSIM", "max abs δ", "CPU-seconds to make the set",
+                    "wall seconds", "protect new images"],
                    [[label, f"{quality['psnr']:.1f} dB", ssim(quality["ssim"]), f"{quality['linf_pixels']}/255",
-                     f"{report['speed'][label]['generate_seconds']:.1f} s",
+                     cost(report, label), f"{report['speed'][label]['generate_seconds']:.1f} s",
                      f"{report['speed'][label]['images_per_second']:.0f} images/s"]
                     for label, quality in report["quality"].items()])]
 
 
 def format_markdown(report: dict) -> str:
-    runs_table = table(["method", "victim", "defense", "test acc", "best", "train acc", "AUC",
-                        "protected class acc", "seconds"],
-                       [[run["method"], run["victim"], run["defense"], percent(run["test_acc"]),
-                         percent(run["best_test_acc"]), percent(run["train_acc"]),
+    runs_table = table(["method", "victim", "defense", "seed", "test acc", "balanced", "validation acc",
+                        "train acc", "AUC", "protected class acc", "seconds"],
+                       [[run["method"], run["victim"], run["defense"], str(run.get("seed", 0)),
+                         percent(run["test_acc"]), percent(run.get("balanced_test_acc")),
+                         percent(run.get("validation_acc")), percent(run["train_acc"]),
                          "–" if run["auc"] is None else f"{run['auc']:.3f}", protected_class(run),
                          f"{run['seconds']:.0f}"] for run in report["runs"]])
     return "\n".join([*header_lines(report), *sanity_lines(report), *accuracy_lines(report),
-                      *quality_lines(report), "## All runs", "", *runs_table])
+                      *quality_lines(report), "## All runs (every seed)", "", *runs_table])

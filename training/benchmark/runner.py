@@ -24,7 +24,7 @@ from .cache import PerturbationCache
 from .figures import SAMPLES, write_figures
 from .plan import Cell, describe_plan, estimate_seconds, measure_images_per_second, plan_cells, protected_sets
 from .protocols import parse_args
-from .report import format_markdown, new_report, run_cell, sanity_checks
+from .report import format_markdown, new_report, run_cell, sanity_checks, settings_digest
 
 NEW_IMAGES = 256  # test images protected as "new images" to measure protection speed
 
@@ -44,23 +44,24 @@ class InlineExecutor(Executor):
 WORKER: dict = {}
 
 
-def start_worker(threads: int, train: ImageClassificationData, test: ImageClassificationData,
-                 args: argparse.Namespace, barrier: multiprocessing.synchronize.Barrier | None) -> None:
+def start_worker(threads: int, train: ImageClassificationData, validation: ImageClassificationData | None,
+                 test: ImageClassificationData, args: argparse.Namespace,
+                 barrier: multiprocessing.synchronize.Barrier | None) -> None:
     torch.set_num_threads(threads)
-    WORKER.update(train=train, test=test, args=args, barrier=barrier)
+    WORKER.update(train=train, validation=validation, test=test, args=args, barrier=barrier)
 
 
 def open_workers(args: argparse.Namespace, train: ImageClassificationData,
-                 test: ImageClassificationData) -> Executor:
+                 validation: ImageClassificationData | None, test: ImageClassificationData) -> Executor:
     """``args.workers`` processes that train victims, each with an equal share of this process's threads."""
     if args.workers == 1:
-        start_worker(torch.get_num_threads(), train, test, args, None)
+        start_worker(torch.get_num_threads(), train, validation, test, args, None)
         return InlineExecutor()
     # Spawned, not forked: forking a process whose OpenMP threads have already run can deadlock.
     context = multiprocessing.get_context("spawn")
     threads = max(1, torch.get_num_threads() // args.workers)
     return ProcessPoolExecutor(args.workers, mp_context=context, initializer=start_worker,
-                               initargs=(threads, train, test, args, context.Barrier(args.workers)))
+                               initargs=(threads, train, validation, test, args, context.Barrier(args.workers)))
 
 
 def train_cell(cell: Cell, defense: Defense, protected_path: Path | None) -> dict:
@@ -68,7 +69,8 @@ def train_cell(cell: Cell, defense: Defense, protected_path: Path | None) -> dic
     train = WORKER["train"]
     protected = None if protected_path is None else PerturbationCache.read(protected_path, train.images)[0]
     args = WORKER["args"]
-    return run_cell(cell, defense, protected, train, WORKER["test"], args, progress=args.workers == 1)
+    return run_cell(cell, defense, protected, train, WORKER["validation"], WORKER["test"], args,
+                    progress=args.workers == 1)
 
 
 def measure_in_worker(name: str, small_input_stem: bool | None, bf16: bool) -> float:
@@ -107,15 +109,17 @@ class MeasuredThroughput:
 
 def protect_training_set(label: str, method: Method, train: ImageClassificationData,
                          new: ImageClassificationData, cache: PerturbationCache) -> tuple[torch.Tensor, dict]:
-    """The protected training set (from the cache, or made and cached) and its quality and speed."""
+    """The protected training set (from the cache, or made and cached), its quality, its speed and what it
+    cost: ``cpu_seconds`` is this process's CPU time (all its threads) while the method made the set, surrogate
+    or generator training included."""
     cached = cache.load(label, method, train.images)
     if cached is not None:
         print(f"{label}: protected training set from {cache.path(label, method)}", flush=True)
         return cached
     print(f"{label}: protecting {len(train.labels)} training images", flush=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     protected = method.fit(train.images, train.labels)
-    generate_seconds = time.perf_counter() - started
+    generate_seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     started = time.perf_counter()
     method.perturb(new.images, new.labels)
     images_per_second = len(new.labels) / (time.perf_counter() - started)
@@ -124,10 +128,30 @@ def protect_training_set(label: str, method: Method, train: ImageClassificationD
     if quality["linf_pixels"] > levels:
         raise RuntimeError(f"{label} changed a pixel by {quality['linf_pixels']} levels, more than ε = "
                            f"{levels}/255 allows: a bug in {type(method).__name__}")
-    info = {"generate_seconds": generate_seconds, "images_per_second": images_per_second,
+    info = {"generate_seconds": generate_seconds, "cpu_seconds": cpu_seconds, "threads": torch.get_num_threads(),
+            "images_per_second": images_per_second,
             "quality": quality, "settings": method.settings()}
     cache.save(label, method, train.images, protected, info)
     return protected, info
+
+
+def run_key(cell: Cell | dict) -> tuple:
+    """What identifies a victim run across reruns: method, victim, defense, seed."""
+    if isinstance(cell, Cell):
+        return cell.method, cell.victim, cell.defense, cell.seed
+    return cell["method"], cell["victim"], cell["defense"], cell.get("seed", 0)
+
+
+def earlier_runs(results_json: Path, settings_digest: str) -> dict[tuple, dict]:
+    """The victim runs of an earlier report at ``results_json`` made with the same settings (none if it was made
+    with others, or there is none), so that a stopped or cut run goes on where it stopped."""
+    if not results_json.exists():
+        return {}
+    earlier = json.loads(results_json.read_text())
+    if earlier.get("settings_digest") != settings_digest:
+        print(f"{results_json} holds a run with other settings: starting afresh over it", flush=True)
+        return {}
+    return {run_key(run): run for run in earlier["runs"]}
 
 
 class PlanRun:
@@ -142,18 +166,20 @@ class PlanRun:
     def __init__(self, args: argparse.Namespace, started: float, cells: list[Cell], defenses: dict[str, Defense],
                  variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
                  train: ImageClassificationData, test: ImageClassificationData, workers: Executor,
-                 report: dict) -> None:
+                 report: dict, earlier: dict[tuple, dict] | None = None) -> None:
         self.args, self.started, self.defenses, self.variants = args, started, defenses, variants
         self.to_generate, self.cache, self.train, self.workers, self.report = to_generate, cache, train, workers, report
         self.new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
         self.samples: dict[str, torch.Tensor] = {}
         self.protected_paths: dict[str, Path | None] = {}  # the cache file of each set made (None: clean data)
-        self.waiting = list(enumerate(cells))
+        earlier = earlier or {}
+        self.finished = {index: earlier[run_key(cell)] for index, cell in enumerate(cells) if run_key(cell) in earlier}
+        self.waiting = [(index, cell) for index, cell in enumerate(cells) if index not in self.finished]
+        report["resumed_runs"] = len(self.finished)
         self.running: dict[Future, tuple[int, Cell]] = {}
-        self.finished: dict[int, dict] = {}
         self.results_json = args.output_dir / "results.json"
-        self.bar = tqdm(total=len(cells), desc=f"victims, {args.workers} at a time", unit="victim",
-                        disable=args.workers == 1)
+        self.bar = tqdm(total=len(cells), initial=len(self.finished), desc=f"victims, {args.workers} at a time",
+                        unit="victim", disable=args.workers == 1)
 
     def out_of_time(self) -> bool:
         limit = self.args.time_limit_minutes
@@ -165,7 +191,9 @@ class PlanRun:
         if not isinstance(method, Clean):
             protected, info = protect_training_set(label, method, self.train, self.new, self.cache)
             self.report["quality"][label] = info["quality"]
-            self.report["speed"][label] = {key: info[key] for key in ("generate_seconds", "images_per_second")}
+            self.report["speed"][label] = {key: info.get(key) for key in ("generate_seconds", "cpu_seconds",
+                                                                          "images_per_second")}
+            self.report["speed"][label]["pretrained"] = method.pretrained
             self.samples[label] = protected[:SAMPLES].clone()  # not a view, so that the whole set can be freed
             self.protected_paths[label] = self.cache.path(label, method)
 
@@ -198,9 +226,8 @@ class PlanRun:
             index, cell = self.running.pop(future)
             run = self.finished[index] = future.result()
             self.bar.update()
-            tqdm.write(f"{cell.victim:24s} {cell.method:22s} {cell.defense:11s} test {run['test_acc']:6.1%} "
-                       f"(best {run['best_test_acc']:6.1%}) train {run['train_acc']:6.1%}  "
-                       f"{run['seconds']:5.0f}s")
+            tqdm.write(f"{cell.victim:20s} {cell.method:20s} {cell.defense:11s} seed {cell.seed} "
+                       f"test {run['test_acc']:6.1%} train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s")
             self.report["runs"] = [self.finished[index] for index in sorted(self.finished)]  # the plan's order
             self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
 
@@ -249,22 +276,29 @@ def run(args: argparse.Namespace) -> dict:
     """Runs the benchmark that ``args`` (``protocols.parse_args``) describes."""
     started = time.perf_counter()
     train, test = load_train_and_test(args)
+    train, validation = train.split_off(args.validation_rows)
     if not 0 <= args.protected_class < train.num_classes:
         raise ValueError(f"protected_class={args.protected_class} is not a class of {args.dataset_name} "
                          f"(0..{train.num_classes - 1})")
     defenses = build_defenses(train.num_classes, args.protected_class, args.adversarial_epsilon / 255,
                               args.adversarial_steps)
     cells = plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
-                       defenses)
+                       defenses, args.victim_seeds)
     variants = protected_sets(cells, build_methods(args, train.num_classes), defenses, args.transfer_surrogate)
     cache = PerturbationCache(args.cache_dir, train)
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
-    with open_workers(args, train, test) as workers:
+    earlier = earlier_runs(args.output_dir / "results.json", settings_digest(args))
+    remaining = [cell for cell in cells if run_key(cell) not in earlier]
+    if earlier:
+        print(f"Resuming {args.output_dir / 'results.json'}: {len(cells) - len(remaining)} of {len(cells)} "
+              "victims already trained", flush=True)
+    with open_workers(args, train, validation, test) as workers:
         throughput = MeasuredThroughput(train, args.batch_size, workers, args.workers)
-        estimate = estimate_seconds(cells, defenses, to_generate, len(train.labels), len(test.labels),
-                                    args.victim_epochs, throughput, args.bf16_victims, throughput.victims)
-        print(describe_plan(cells, args.victim_epochs, len(to_generate), len(variants), len(train.labels),
+        estimate = estimate_seconds(remaining, defenses, to_generate, len(train.labels), len(test.labels),
+                                    args.victim_epochs, throughput, args.bf16_victims, throughput.victims,
+                                    0 if validation is None else len(validation.labels))
+        print(describe_plan(remaining, args.victim_epochs, len(to_generate), len(variants), len(train.labels),
                             estimate, throughput.measured), flush=True)
         if args.budget_minutes and estimate["total_seconds"] > 60 * args.budget_minutes:
             print(f"WARNING: over the {args.protocol} protocol's budget of {args.budget_minutes:.0f} min: run a "
@@ -273,6 +307,6 @@ def run(args: argparse.Namespace) -> dict:
             return {"estimate": estimate, "cells": [asdict(cell) for cell in cells]}
         cached = [label for label, method in variants.items() if not isinstance(method, Clean)
                   and label not in to_generate]
-        report = new_report(args, train, test, estimate, cached)
+        report = new_report(args, train, validation, test, estimate, cached)
         return PlanRun(args, started, cells, defenses, variants, to_generate, cache, train, test, workers,
-                       report).run()
+                       report, earlier).run()
