@@ -20,7 +20,20 @@ from training.augmentation import crop_and_flip
 from training.benchmark import plan, protocols, runner
 from training.benchmark import report as reporting
 from training.data import ImageClassificationData
-from training.defenses import DEFENSES, adversarial_training, build_defenses, cutmix, cutout, grayscale, jpeg, mixup
+from training.defenses import (
+    DEFENSES,
+    Standardize,
+    adversarial_training,
+    build_defenses,
+    color_jitter,
+    cutmix,
+    cutout,
+    downsize,
+    grayscale,
+    jpeg,
+    mixup,
+    trivial_augment,
+)
 from training.methods import METHODS
 from training.victim import train_victim
 
@@ -503,6 +516,19 @@ def test_batch_defenses():
     attacked, targets = adversarial_training(model, images, labels, generator, epsilon=4 / 255, steps=2)
     assert targets is labels and (attacked - images).abs().max() <= 4 / 255 + 1e-6
     assert 0 <= attacked.min() and attacked.max() <= 1 and not torch.equal(attacked, images)
+    for transform in (color_jitter, trivial_augment):
+        torch.manual_seed(0)
+        augmented, targets = transform(model, images, labels, generator)
+        assert targets is labels and augmented.shape == images.shape and not torch.equal(augmented, images)
+        assert 0 <= augmented.min() and augmented.max() <= 1
+
+
+def test_per_image_standardisation_removes_a_colour_offset():
+    images = torch.rand(4, 3, 8, 8) * 0.5
+    offset = torch.tensor([0.2, -0.1, 0.3])[None, :, None, None]
+    standardized = Standardize()(images)
+    assert torch.allclose(Standardize()(images + offset), standardized, atol=1e-5)
+    assert torch.allclose(standardized.mean(dim=(2, 3)), torch.zeros(4, 3), atol=1e-5)
 
 
 def test_data_defenses():
@@ -512,6 +538,10 @@ def test_data_defenses():
     squeezed = jpeg(images, quality=10)
     assert squeezed.shape == images.shape and squeezed.dtype == torch.uint8
     assert not torch.equal(squeezed, images)
+    checkerboard = ((torch.arange(16)[:, None] + torch.arange(16)) % 2 * 255).to(torch.uint8)
+    blurred = downsize(checkerboard[None, :, :, None].expand(1, 16, 16, 3).contiguous())
+    assert blurred.shape == (1, 16, 16, 3) and blurred.dtype == torch.uint8
+    assert (blurred.int() - 128).abs().max() <= 4  # detail finer than half the side is gone (±127 before)
 
 
 def test_an_identity_batch_transform_changes_nothing():

@@ -10,6 +10,12 @@ Data-level, on uint8 NHWC image tensors before training:
   Availability Poisons with Compression", ICML 2023, which breaks many such noises.
 - ``jpeg``: re-encode every image with PIL. Quality 10 is the squeezing defense; 75 is what photo sites and
   messengers commonly apply to uploads, so it is what a photo's protection meets before any scraper acts.
+- ``downsize``: down to half the side (antialiased) and back up, training and test images alike: a scraper who
+  trains at a lower resolution than the photos were protected at.
+
+Model-level: ``Standardize``, per-image standardisation (each image's channels to zero mean and unit variance)
+as the victim's first layer, so it applies to training and test images alike and removes any per-image colour
+offset.
 
 Batch-level, passed as ``train_victim(batch_transform=...)`` and applied after the victim's crop and flip.
 Each takes ``(model, images, labels, generator)`` (NCHW float in [0, 1]; random draws come from
@@ -18,12 +24,17 @@ Each takes ``(model, images, labels, generator)`` (NCHW float in [0, 1]; random 
 - ``cutmix``: Yun et al., "CutMix: Regularization Strategy to Train Strong Classifiers with Localizable
   Features", ICCV 2019.
 - ``mixup``: Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018.
+- ``color_jitter``: brightness, contrast and saturation factors in [0.6, 1.4] and a hue shift of up to 0.1,
+  drawn per image (kornia's ``ColorJitter``; torchvision's default jitter strength).
+- ``trivial_augment``: torchvision's ``TrivialAugmentWide`` (Müller & Hutter, ICCV 2021), one random operation
+  of random strength per image, the default recipe of timm and torchvision.
 - ``adversarial_training``: PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant
   to Adversarial Attacks", ICLR 2018); a budget of half the poison's already undoes much unlearnable noise
   (Tao et al., "Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial Training",
   NeurIPS 2021).
 
-CutMix and Mixup draw their mixing weight from Beta(1, 1), i.e. uniformly: the papers' CIFAR setting.
+CutMix and Mixup draw their mixing weight from Beta(1, 1), i.e. uniformly: the papers' CIFAR setting. Colour
+jitter and TrivialAugment draw from torch's global generator, which ``train_victim`` seeds.
 """
 
 from __future__ import annotations
@@ -36,10 +47,12 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.augmentation import ColorJitter
 from PIL import Image
 from torch import nn
+from torchvision.transforms.v2 import TrivialAugmentWide
 
-from modeling_confounder.images import LUMA, array_to_pil, pil_to_array
+from modeling_confounder.images import LUMA, array_to_pil, pil_to_array, to_float
 from training.attacks import pgd
 
 
@@ -59,6 +72,37 @@ def jpeg(images: torch.Tensor, quality: int = 10) -> torch.Tensor:
         array_to_pil(image).save(buffer, format="JPEG", quality=quality)
         decoded.append(pil_to_array(Image.open(buffer)))
     return torch.from_numpy(np.stack(decoded))
+
+
+def downsize(images: torch.Tensor) -> torch.Tensor:
+    """Every uint8 NHWC image resized to half its side (antialiased) and back (bilinear): the detail a scraper
+    training at half the resolution keeps."""
+    size = images.shape[1:3]
+    small = F.interpolate(to_float(images), scale_factor=0.5, mode="bilinear", antialias=True)
+    restored = F.interpolate(small, size=size, mode="bilinear")
+    return (restored * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+class Standardize(nn.Module):
+    """Per-image standardisation: each channel of each image to zero mean and unit variance."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        mean = images.mean(dim=(2, 3), keepdim=True)
+        return (images - mean) / images.std(dim=(2, 3), keepdim=True).clamp(min=1 / 255)
+
+
+def color_jitter(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Brightness, contrast, saturation (±40 %) and hue (±0.1) jitter, drawn per image."""
+    return ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)(images), labels
+
+
+def trivial_augment(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """TrivialAugmentWide on each image: one operation of the wide set at a random strength."""
+    augment = TrivialAugmentWide()
+    as_bytes = (images * 255).round().to(torch.uint8).cpu()
+    return torch.stack([augment(image) for image in as_bytes]).to(images.device).float() / 255, labels
 
 
 def random_boxes(count: int, size: int, sides: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -128,6 +172,7 @@ class Defense:
     data_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # on the uint8 NHWC training images
     on_test_images: bool = False  # the test images too: a model trained on gray images is tested on gray ones
     batch_transform: Callable | None = None  # see training.victim.train_victim
+    input_layer: type[nn.Module] | None = None  # the victim's first layer, for training and test images
     cost: float = 1.0  # training time relative to no defense, for the time estimate
     protected_fraction: float = 1.0
     protected_class: int | None = None
@@ -168,6 +213,10 @@ def build_defenses(num_classes: int, protected_class: int = 0, adversarial_epsil
         "none": Defense(),
         "grayscale": Defense(grayscale, on_test_images=True),
         **{f"jpeg{quality}": Defense(partial(jpeg, quality=quality)) for quality in (10, 50, 75)},
+        "standardize": Defense(input_layer=Standardize),
+        "color-jitter": Defense(batch_transform=color_jitter, cost=1.3),
+        "trivial-augment": Defense(batch_transform=trivial_augment, cost=1.6),
+        "downsize": Defense(downsize, on_test_images=True),
         "cutout": Defense(batch_transform=cutout),
         "cutmix": Defense(batch_transform=partial(cutmix, num_classes=num_classes)),
         "mixup": Defense(batch_transform=partial(mixup, num_classes=num_classes)),

@@ -145,6 +145,7 @@ def train_victim(
     batch_transform: BatchTransform | None = None,
     bf16: bool = False,
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    input_layer: torch.nn.Module | None = None,
 ) -> VictimResult:
     """Trains ``victim`` (a timm name) on uint8 NHWC ``train_images`` and tests it on clean ``test_images`` after
     each epoch; ``setting`` names the training data in the result and the progress bar.
@@ -154,10 +155,14 @@ def train_victim(
     AVX512-BF16 it halves test_resnet's time, but it slows depthwise models such as MobileNetV3, so it is a
     per-victim choice. Testing stays in float32. ``validation`` (uint8 NHWC images, labels), carved from the
     training rows, is what the per-epoch history measures instead of the test images, which are then used once.
+    ``input_layer`` (a scraper's normalisation, such as per-image standardisation) goes before the model, for
+    training and test images alike.
     """
     torch.manual_seed(seed)
     device = torch.device(default_device())
     model = create_classifier(victim, num_classes, train_images.shape[-1], train_images.shape[1])
+    if input_layer is not None:
+        model = torch.nn.Sequential(input_layer, model)
     model = model.to(device, memory_format=torch.channels_last)
     steps_per_epoch = -(-len(train_images) // batch_size)
     optimizer, schedule = make_optimizer(model, Optimization("sgd", learning_rate, warmup=0.25),

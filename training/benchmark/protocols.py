@@ -9,8 +9,8 @@ and train every victim with three seeds:
   two families that the surrogate (test_resnet, a ResNet) is not: test_byobnet (12 epochs under bfloat16
   autocast) and the depthwise test_efficientnet (15 epochs), two at a time, each in a 1-thread process; seven
   methods without defense; EM, TAP and the generator trained in the run get the same CPU budget.
-- ``defenses`` (2 CPU cores, several hours, resumable): the same data and methods, every scraper defense on
-  test_byobnet.
+- ``defenses`` (2 CPU cores, about an hour per victim seed, resumable): the same data and methods, every
+  scraper defense on test_byobnet.
 - ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18 (white-box: the surrogate's family),
   VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8, every defense for every method on the first.
 """
@@ -66,7 +66,8 @@ PROTOCOLS = {
     "quick": {**QUICK_DATA, "victims": ["test_byobnet", "test_efficientnet:15"], "defenses": ["none"],
               "defense_methods": [], "budget_minutes": 60},
     "defenses": {**QUICK_DATA, "victims": ["test_byobnet"],
-                 "defenses": ["none", "grayscale", "jpeg10", "jpeg75", "cutout", "cutmix", "mixup", "adversarial"],
+                 "defenses": ["none", "standardize", "color-jitter", "trivial-augment", "downsize", "grayscale",
+                              "jpeg75", "jpeg10", "cutout", "cutmix", "mixup", "adversarial"],
                  "defense_methods": QUICK_DATA["methods"], "budget_minutes": None},
     "full": {**COMMON, "train_rows": None, "validation_rows": 5_000, "test_rows": None, "epochs": 40,
              "methods": list(METHODS), "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100",

@@ -69,7 +69,8 @@ def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train
     result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
                           test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
                           args.learning_rate, cell.seed, progress=progress, batch_transform=catcher,
-                          bf16=cell.victim in args.bf16_victims, validation=watched)
+                          bf16=cell.victim in args.bf16_victims, validation=watched,
+                          input_layer=None if defense.input_layer is None else defense.input_layer())
     probabilities = logits(catcher.model, test_images).softmax(1).numpy()
     test_labels = test.labels.numpy()
     correct = probabilities.argmax(1) == test_labels
