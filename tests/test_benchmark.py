@@ -64,8 +64,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 
 def arguments(dataset: str, output: Path, cache: Path, *extra: str) -> list[str]:
-    return ["--dataset_name", dataset, "--output_dir", str(output), "--cache_dir", str(cache), *TINY_BUDGETS,
-            *extra]
+    return ["--dataset_name", dataset, "--train_rows", "0:1000", "--output_dir", str(output), "--cache_dir",
+            str(cache), *TINY_BUDGETS, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -607,6 +607,8 @@ def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(
                         or real_run_cell(cell, *args, **kwargs))
     resumed = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
     assert trained == ["random"] and resumed["runs"][0] == first["runs"][0] and resumed["resumed_runs"] == 1
+    assert resumed["earlier_seconds"] == pytest.approx(first["seconds"])
+    assert "1 victims came from earlier runs of the same settings" in (tmp_path / "out" / "results.md").read_text()
     runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--epochs", "3"))
     assert trained == ["random", "clean", "random"]
 

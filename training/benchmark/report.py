@@ -212,7 +212,8 @@ def wall_time(report: dict) -> str:
         text += (f"; the protected sets of {', '.join(cached)} came from the cache, so the {minutes:.1f} min "
                  "it took to make them (their `generate_seconds`) are not in it")
     if resumed := report.get("resumed_runs"):
-        text += f"; {resumed} victims came from an earlier run of the same settings, their time not in it"
+        text += (f"; {resumed} victims came from earlier runs of the same settings, which took "
+                 f"{report.get('earlier_seconds', 0) / 60:.0f} min more")
     return text
 
 
@@ -312,18 +313,25 @@ def accuracy_lines(report: dict) -> list[str]:
                       for method in chosen])
 
     lines = ["## No defense", "", *per_victim(methods, "none")] if "none" in defenses else []
+    if set(defenses) <= {"none", "transfer"}:
+        return lines + transfer_lines(report, per_victim)
     lines += [f"## Defenses, {victims[0]}", ""]
     if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
         lines += [("Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
                    "protection works there when its row is no better than that one."), ""]
     lines += table(["method", *defenses], [[method, *(mean_cell(values.get((method, victims[0], defense)))
                                                       for defense in defenses)] for method in methods])
-    transfer = [run for run in runs if run["defense"] == "transfer"]
-    if transfer:
-        own = f" instead of {report['surrogate']}" if "surrogate" in report else ""
-        lines += [f"## Transfer: the noise made with surrogate {transfer[0]['surrogate']}{own}", "",
-                  *per_victim(list(dict.fromkeys(run["method"] for run in transfer)), "transfer", "-transfer")]
-    return lines
+    return lines + transfer_lines(report, per_victim)
+
+
+def transfer_lines(report: dict, per_victim: Callable[..., list[str]]) -> list[str]:
+    """The transfer table: the noise remade with the transfer surrogate, on every victim (none: no lines)."""
+    transfer = [run for run in report["runs"] if run["defense"] == "transfer"]
+    if not transfer:
+        return []
+    own = f" instead of {report['surrogate']}" if "surrogate" in report else ""
+    return [f"## Transfer: the noise made with surrogate {transfer[0]['surrogate']}{own}", "",
+            *per_victim(list(dict.fromkeys(run["method"] for run in transfer)), "transfer", "-transfer")]
 
 
 def quality_lines(report: dict) -> list[str]:

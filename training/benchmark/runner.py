@@ -142,16 +142,16 @@ def run_key(cell: Cell | dict) -> tuple:
     return cell["method"], cell["victim"], cell["defense"], cell.get("seed", 0)
 
 
-def earlier_runs(results_json: Path, settings_digest: str) -> dict[tuple, dict]:
-    """The victim runs of an earlier report at ``results_json`` made with the same settings (none if it was made
-    with others, or there is none), so that a stopped or cut run goes on where it stopped."""
+def earlier_report(results_json: Path, settings_digest: str) -> dict:
+    """The report at ``results_json`` if it was made with the same settings (else an empty one), so that a
+    stopped or cut run goes on where it stopped."""
     if not results_json.exists():
         return {}
     earlier = json.loads(results_json.read_text())
     if earlier.get("settings_digest") != settings_digest:
         print(f"{results_json} holds a run with other settings: starting afresh over it", flush=True)
         return {}
-    return {run_key(run): run for run in earlier["runs"]}
+    return earlier
 
 
 class PlanRun:
@@ -166,14 +166,14 @@ class PlanRun:
     def __init__(self, args: argparse.Namespace, started: float, cells: list[Cell], defenses: dict[str, Defense],
                  variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
                  train: ImageClassificationData, test: ImageClassificationData, workers: Executor,
-                 report: dict, earlier: dict[tuple, dict] | None = None) -> None:
+                 report: dict, done: dict[tuple, dict] | None = None) -> None:
         self.args, self.started, self.defenses, self.variants = args, started, defenses, variants
         self.to_generate, self.cache, self.train, self.workers, self.report = to_generate, cache, train, workers, report
         self.new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
         self.samples: dict[str, torch.Tensor] = {}
         self.protected_paths: dict[str, Path | None] = {}  # the cache file of each set made (None: clean data)
-        earlier = earlier or {}
-        self.finished = {index: earlier[run_key(cell)] for index, cell in enumerate(cells) if run_key(cell) in earlier}
+        done = done or {}
+        self.finished = {index: done[run_key(cell)] for index, cell in enumerate(cells) if run_key(cell) in done}
         self.waiting = [(index, cell) for index, cell in enumerate(cells) if index not in self.finished]
         report["resumed_runs"] = len(self.finished)
         self.running: dict[Future, tuple[int, Cell]] = {}
@@ -229,7 +229,7 @@ class PlanRun:
             tqdm.write(f"{cell.victim:20s} {cell.method:20s} {cell.defense:11s} seed {cell.seed} "
                        f"test {run['test_acc']:6.1%} train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s")
             self.report["runs"] = [self.finished[index] for index in sorted(self.finished)]  # the plan's order
-            self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
+            self.report["seconds"] = time.perf_counter() - self.started  # so far: a cut run keeps it            self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
 
     def run(self) -> dict:
         self.args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -288,9 +288,10 @@ def run(args: argparse.Namespace) -> dict:
     cache = PerturbationCache(args.cache_dir, train)
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
-    earlier = earlier_runs(args.output_dir / "results.json", settings_digest(args))
-    remaining = [cell for cell in cells if run_key(cell) not in earlier]
-    if earlier:
+    earlier = earlier_report(args.output_dir / "results.json", settings_digest(args))
+    done = {run_key(run): run for run in earlier.get("runs", [])}
+    remaining = [cell for cell in cells if run_key(cell) not in done]
+    if done:
         print(f"Resuming {args.output_dir / 'results.json'}: {len(cells) - len(remaining)} of {len(cells)} "
               "victims already trained", flush=True)
     with open_workers(args, train, validation, test) as workers:
@@ -308,5 +309,6 @@ def run(args: argparse.Namespace) -> dict:
         cached = [label for label, method in variants.items() if not isinstance(method, Clean)
                   and label not in to_generate]
         report = new_report(args, train, validation, test, estimate, cached)
+        report["earlier_seconds"] = earlier.get("seconds", 0) + earlier.get("earlier_seconds", 0)
         return PlanRun(args, started, cells, defenses, variants, to_generate, cache, train, test, workers,
-                       report, earlier).run()
+                       report, done).run()
