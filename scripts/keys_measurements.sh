@@ -37,7 +37,7 @@ one_owner() {  # one class protected with its key, the other nine clean
   for seed in 0 1 2; do
     OMP_NUM_THREADS=2 python -m training.benchmark --protocol quick --model "$MODEL" \
       --methods clean confounder-keyed --defenses none one-class --defense_methods confounder-keyed \
-      --victims test_byobnet --victim_seeds "$seed" \
+      --victims test_byobnet --train_rows 0:10000 --victim_seeds "$seed" \
       --options seed="$seed" validation_rows=0 --output_dir "$OUT/one-owner-seed$seed"
   done
 }

@@ -601,16 +601,23 @@ def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(
     stored = json.loads((tmp_path / "out" / "results.json").read_text())
     stored["runs"] = stored["runs"][:1]  # as if stopped after the first victim
     (tmp_path / "out" / "results.json").write_text(json.dumps(stored))
-    trained = []
+    trained, stored_before = [], []
     real_run_cell = runner.run_cell
-    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.method)
-                        or real_run_cell(cell, *args, **kwargs))
+
+    def spy(cell, *args, **kwargs):
+        trained.append(cell.method)
+        stored_before.append(json.loads((tmp_path / "out" / "results.json").read_text())["runs"])
+        return real_run_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_cell", spy)
     resumed = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
     assert trained == ["random"] and resumed["runs"][0] == first["runs"][0] and resumed["resumed_runs"] == 1
     assert resumed["earlier_seconds"] == pytest.approx(first["seconds"])
     assert "1 victims came from earlier runs of the same settings" in (tmp_path / "out" / "results.md").read_text()
     runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--epochs", "3"))
     assert trained == ["random", "clean", "random"]
+    # each victim is on disk before the next starts, so a stopped run loses at most the running ones
+    assert len(stored_before[-1]) == 1 and len(stored_before[-1][0]["history"]) == 3
 
 
 def test_tables_show_the_mean_and_standard_error_over_seeds():
@@ -641,3 +648,10 @@ def test_validation_rows_come_from_the_end_of_the_training_rows():
     assert data.split_off(0) == (data, None)
     with pytest.raises(ValueError, match="validation_rows=10: give 0"):
         data.split_off(10)
+
+
+def test_a_cut_run_says_which_seeds_it_has_so_far():
+    report = {"victim_seeds": [0, 1, 2], "epochs": {"v": 3}, "surrogate": "test_resnet",
+              "runs": [{"method": "clean", "victim": "v", "defense": "none", "seed": 0, "test_acc": 0.5}]}
+    assert "each with seeds 0 so far (of 0, 1, 2: the same command resumes the run): v (3 epochs)" in (
+        reporting.victim_line(report))

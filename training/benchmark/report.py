@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
@@ -207,7 +208,7 @@ def protected_class(run: dict) -> str:
 def wall_time(report: dict) -> str:
     text = (f"{report['seconds'] / 60:.0f} min (estimated at the start: "
             f"{report['estimate']['total_seconds'] / 60:.0f} min)")
-    if cached := report.get("cached"):  # reports from before this field cannot tell
+    if cached := [label for label in report.get("cached", []) if label in report["speed"]]:
         minutes = sum(report["speed"][label]["generate_seconds"] for label in cached) / 60
         text += (f"; the protected sets of {', '.join(cached)} came from the cache, so the {minutes:.1f} min "
                  "it took to make them (their `generate_seconds`) are not in it")
@@ -222,7 +223,11 @@ def skipped_line(report: dict) -> list[str]:
     skipped = report.get("skipped")
     if not skipped:
         return []
-    cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']})" for cell in skipped)
+    if len(skipped) > 10:  # a resumable protocol cut short: say how much is left, seed by seed
+        seeds = Counter(cell.get("seed", 0) for cell in skipped)
+        cells = f"{len(skipped)} victims ({', '.join(f'seed {seed}: {count}' for seed, count in seeds.items())})"
+    else:
+        cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']})" for cell in skipped)
     return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
 
 
@@ -239,8 +244,11 @@ def victim_line(report: dict) -> str:
         kind = f", {found['family']}{', depthwise' if found['depthwise'] else ''}, {side}"
         return f"{victim} ({epochs} epochs{', bfloat16 autocast' if victim in bf16 else ''}{kind})"
 
-    seeds = report.get("victim_seeds", [0])
-    line = (f"Victims, trained from scratch with crop + flip, each with seeds {', '.join(map(str, seeds))}: "
+    planned = report.get("victim_seeds", [0])
+    seeds = ", ".join(str(seed) for seed in planned if any(run.get("seed", 0) == seed for run in report["runs"]))
+    if len(seeds.split(", ")) < len(planned):
+        seeds += f" so far (of {', '.join(map(str, planned))}: the same command resumes the run)"
+    line = (f"Victims, trained from scratch with crop + flip, each with seeds {seeds}: "
             + "; ".join(describe(victim, epochs) for victim, epochs in report["epochs"].items())
             + f". The surrogate of EM, TAP and the trained generator is {report['surrogate']}")
     if report.get("workers", 1) > 1:

@@ -159,8 +159,9 @@ class PlanRun:
     report after each victim, then the tables and figures.
 
     Without a time limit every protected set is made first, so that no victim waits while a surrogate trains.
-    With one, each set is made just before its victims, so a cut run still has the cheap methods' victims; a set
-    that trains a surrogate then waits until no victim is running, since it needs every thread.
+    With one, victims run seed by seed and each set is made just before its victims, so a cut run still has its
+    first seeds and the cheap methods' victims; a set that trains a surrogate then waits until no victim is
+    running, since it needs every thread.
     """
 
     def __init__(self, args: argparse.Namespace, started: float, cells: list[Cell], defenses: dict[str, Defense],
@@ -229,7 +230,8 @@ class PlanRun:
             tqdm.write(f"{cell.victim:20s} {cell.method:20s} {cell.defense:11s} seed {cell.seed} "
                        f"test {run['test_acc']:6.1%} train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s")
             self.report["runs"] = [self.finished[index] for index in sorted(self.finished)]  # the plan's order
-            self.report["seconds"] = time.perf_counter() - self.started  # so far: a cut run keeps it            self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
+            self.report["seconds"] = time.perf_counter() - self.started  # so far: a cut run keeps it
+            self.results_json.write_text(json.dumps(self.report, indent=2))  # partial results survive
 
     def run(self) -> dict:
         self.args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,7 @@ class PlanRun:
             for label in labels:
                 self.make(label)
         else:
-            self.waiting.sort(key=lambda item: labels.index(item[1].variant))
+            self.waiting.sort(key=lambda item: (item[1].seed, labels.index(item[1].variant)))  # seed by seed
         while self.waiting or self.running:
             while self.waiting and len(self.running) < self.args.workers and self.start_next():
                 pass
@@ -310,5 +312,7 @@ def run(args: argparse.Namespace) -> dict:
                   and label not in to_generate]
         report = new_report(args, train, validation, test, estimate, cached)
         report["earlier_seconds"] = earlier.get("seconds", 0) + earlier.get("earlier_seconds", 0)
+        for key in ("quality", "speed"):  # the sets a resumed run does not need to read again
+            report[key].update(earlier.get(key, {}))
         return PlanRun(args, started, cells, defenses, variants, to_generate, cache, train, test, workers,
                        report, done).run()
