@@ -2,7 +2,7 @@
 ≥ 75 % clean accuracy that #16 asks of a larger victim, within a few CPU minutes? Measured on the validation rows
 (34,000–34,999), never on the test rows.
 
-    python scripts/experiments/pretrained_victim_probe.py --epochs 2 --size 64 --output results/experiments/pretrained_probe.json
+    python -m scripts.experiments.pretrained_victim_probe --epochs 2 --size 64 --output results/experiments/pretrained_probe.json
 """
 
 import argparse
