@@ -245,8 +245,9 @@ def victim_line(report: dict) -> str:
         return f"{victim} ({epochs} epochs{', bfloat16 autocast' if victim in bf16 else ''}{kind})"
 
     planned = report.get("victim_seeds", [0])
-    seeds = ", ".join(str(seed) for seed in planned if any(run.get("seed", 0) == seed for run in report["runs"]))
-    if len(seeds.split(", ")) < len(planned):
+    present = {run.get("seed", 0) for run in report["runs"]}
+    seeds = ", ".join(str(seed) for seed in planned if seed in present)
+    if not present >= set(planned):
         seeds += f" so far (of {', '.join(map(str, planned))}: the same command resumes the run)"
     line = (f"Victims, trained from scratch with crop + flip, each with seeds {seeds}: "
             + "; ".join(describe(victim, epochs) for victim, epochs in report["epochs"].items())

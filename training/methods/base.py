@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from argparse import Namespace
 from dataclasses import dataclass, fields
 from typing import ClassVar, NamedTuple
@@ -32,7 +33,7 @@ class SurrogateWork(NamedTuple):
 
 
 @dataclass
-class Method:
+class Method(ABC):
     """Base: the fields are the settings that determine the output; ``settings()`` is what cache keys hash."""
 
     pretrained: ClassVar[bool] = False  # True when what protects was trained before the run (a shipped generator)
@@ -44,9 +45,9 @@ class Method:
         """Protects a training set (uint8 NHWC); methods that learn something learn it here."""
         return self.perturb(images, labels)
 
+    @abstractmethod
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Protects new uint8 NHWC images with what ``fit`` learned."""
-        raise NotImplementedError
 
     def settings(self) -> dict:
         hashed = {item.name: getattr(self, item.name) for item in fields(self)
