@@ -17,7 +17,7 @@ from modeling_confounder import ConfounderGenerator
 from tests.helpers import tiny_dataset
 from training import attacks, methods, speed
 from training.augmentation import crop_and_flip
-from training.benchmark import plan, protocols, runner
+from training.benchmark import markdown, plan, protocols, runner
 from training.benchmark import report as reporting
 from training.data import ImageClassificationData
 from training.defenses import (
@@ -43,13 +43,7 @@ TINY_BUDGETS = ["--epochs", "1", "--workers", "1", "--options", "batch_size=16",
 VICTIMS = ["test_resnet", "mobilenetv3_small_050"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, above all on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -232,10 +226,10 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
                                      "--methods", "patch", "em", "tap", "confounder-trained",
                                      "--defenses", "none", "transfer", "--transfer_methods", "tap"))
     assert len(rerun["runs"]) == 5
-    markdown = reporting.format_markdown(rerun)
-    assert "No sanity row applies" in markdown  # no clean run: said, not an empty table
+    text = markdown.format_markdown(rerun)
+    assert "No sanity row applies" in text  # no clean run: said, not an empty table
     assert rerun["cached"] == ["patch", "em", "tap", "confounder-trained", "tap-transfer"]
-    assert "the protected sets of patch, em, tap, confounder-trained, tap-transfer came from the cache" in markdown
+    assert "the protected sets of patch, em, tap, confounder-trained, tap-transfer came from the cache" in text
     for label in ("patch", "em", "tap", "confounder-trained", "tap-transfer"):
         assert rerun["quality"][label] == report["quality"][label]
 
@@ -623,7 +617,7 @@ def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(
 def test_tables_show_the_mean_and_standard_error_over_seeds():
     assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
     assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)
-    assert reporting.mean_cell([0.1, 0.2, 0.3]) == "20.0% ± 5.8" and reporting.mean_cell([]) == "–"
+    assert markdown.mean_cell([0.1, 0.2, 0.3]) == "20.0% ± 5.8" and markdown.mean_cell([]) == "–"
 
 
 def test_sanity_judges_the_mean_over_seeds():
@@ -654,4 +648,4 @@ def test_a_cut_run_says_which_seeds_it_has_so_far():
     report = {"victim_seeds": [0, 1, 2], "epochs": {"v": 3}, "surrogate": "test_resnet",
               "runs": [{"method": "clean", "victim": "v", "defense": "none", "seed": 0, "test_acc": 0.5}]}
     assert "each with seeds 0 so far (of 0, 1, 2: the same command resumes the run): v (3 epochs)" in (
-        reporting.victim_line(report))
+        markdown.victim_line(report))

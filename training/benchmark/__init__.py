@@ -24,5 +24,5 @@ resumes.
 
 Modules: ``protocols`` (protocols, options, the command line), ``plan`` (cells, time estimates), ``cache``
 (protected sets on disk), ``runner`` (workers, scheduling, resuming, ``main``), ``report`` (the per-cell
-experiment, metrics, sanity rows, markdown), ``figures``.
+experiment, metrics, sanity rows), ``markdown`` (the report's tables), ``figures``.
 """

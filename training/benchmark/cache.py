@@ -16,13 +16,15 @@ from training.methods import Method
 class PerturbationCache:
     """Protected training sets on disk as int8 noise, keyed by the method's settings and the training data.
 
-    Code is not part of the key: after changing how a method works, delete its files from the cache.
+    Code is not part of the key: after changing how a method works, delete its files from the cache. ``salt``
+    tells apart sets made from the same data in different ways (sets that went through published photos).
     """
 
-    def __init__(self, folder: Path, data: ImageClassificationData) -> None:
+    def __init__(self, folder: Path, data: ImageClassificationData, salt: str = "") -> None:
         self.folder = Path(folder)
         digest = hashlib.sha256(data.images.numpy().tobytes())
         digest.update(data.labels.numpy().tobytes())
+        digest.update(salt.encode())
         self.fingerprint = digest.hexdigest()
 
     def path(self, label: str, method: Method) -> Path:

@@ -28,7 +28,7 @@ def curves_figure(runs: list[dict], victims: list[str], measured_on: str) -> Fig
 
 
 def defense_figure(defense: str, cells: dict[tuple[str, str], list[float]], reference: float | None,
-                   reference_victim: str) -> Figure:
+                   reference_victim: str, metric: str = "accuracy") -> Figure:
     """A bar per (method, victim) under ``defense``, the mean over its seeds with the standard error, against
     the clean accuracy without defense."""
     several = len({victim for _, victim in cells}) > 1
@@ -40,7 +40,7 @@ def defense_figure(defense: str, cells: dict[tuple[str, str], list[float]], refe
     if reference is not None:
         axis.axhline(reference, color="black", linestyle="--", label=f"clean, no defense ({reference_victim})")
         axis.legend(fontsize="small")
-    axis.set(title=f"defense: {defense}", ylabel="clean test accuracy", ylim=(0, 1))
+    axis.set(title=f"defense: {defense}", ylabel=f"clean test {metric}", ylim=(0, 1))
     axis.tick_params(axis="x", labelrotation=45, labelsize="small")
     return figure
 
@@ -77,7 +77,8 @@ def write_figures(report: dict, clean: torch.Tensor, protected: dict[str, torch.
     reference = mean_and_error(clean_accuracy)[0] if clean_accuracy else None
     for defense in dict.fromkeys(run["defense"] for run in runs):
         chosen = {(method, victim): found for (method, victim, name), found in values.items() if name == defense}
-        figures[f"defense-{defense}.png"] = defense_figure(defense, chosen, reference, victims[0])
+        figures[f"defense-{defense}.png"] = defense_figure(defense, chosen, reference, victims[0],
+                                                           "balanced accuracy" if report.get("balanced") else "accuracy")
     if protected:
         figures["samples.png"] = samples_figure(clean, protected, report["epsilon_levels"])
     for name, figure in figures.items():

@@ -11,6 +11,16 @@ and train every victim with three seeds:
   methods without defense; EM, TAP and the generator trained in the run get the same CPU budget.
 - ``defenses`` (2 CPU cores, about an hour per victim seed, resumable): the same data and methods, every
   scraper defense on test_byobnet.
+- ``pretrained`` (2 CPU cores, about an hour): the same data and methods on a larger victim, the
+  ImageNet-pretrained EfficientNet-Lite0 fine-tuned for 5 epochs at 64 px (``training.pretrained``; 76 % on the
+  validation rows in the probe of ``docs/experiments.md``).
+- ``clothing`` (2 CPU cores, about an hour per victim seed, resumable): real phone photos (``shared/data/clothing``,
+  10 classes, unbalanced, so balanced accuracy), validated on the dataset's own validation split. Every method
+  makes its noise at 80 px on the photos' centre squares; the owners publish the full photos with it and the
+  scraper resizes them back to 80 px (``training.photos``) and trains on random resized crops. Victims: from
+  scratch test_byobnet and test_efficientnet (timm's strided stems at 80 px), and the pretrained
+  EfficientNet-Lite0 fine-tuned and as a linear probe on its frozen features; colour jitter and TrivialAugment
+  on the first. Epochs were chosen on the validation split (``docs/benchmark.md``).
 - ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18 (white-box: the surrogate's family),
   VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8, every defense for every method on the first.
 """
@@ -46,6 +56,11 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "adversarial_steps": (int, "PGD steps of adversarial training"),
     "method_budget": (float, "CPU-seconds that em, tap and confounder-trained may each spend"),
     "validation_rows": (int, "the last training rows that become clean validation images instead"),
+    "validation_split": (str, "a split of clean validation images (instead of validation_rows)"),
+    "photos": (int, "1: protected sets go through the full-size photos their owners publish (training.photos)"),
+    "crop_scale": (float, "victims train on random resized crops of at least this share of the area (none: no such crop)"),
+    "pretrained_learning_rate": (float, "peak learning rate of the pretrained victims (none: learning_rate)"),
+    "balanced": (int, "1: tables and sanity rows use balanced accuracy (the mean per-class recall)"),
     "protected_class": (int, "the class that the one-class defense protects"),
     "batch_size": (int, "victim batch size"),
     "learning_rate": (float, "victim peak learning rate (SGD, one-cycle)"),
@@ -69,6 +84,17 @@ PROTOCOLS = {
                  "defenses": ["none", "standardize", "color-jitter", "trivial-augment", "downsize", "grayscale",
                               "jpeg75", "jpeg10", "cutout", "cutmix", "mixup", "adversarial"],
                  "defense_methods": QUICK_DATA["methods"], "budget_minutes": None},
+    "pretrained": {**QUICK_DATA, "victims": ["pretrained_lite0:5"], "defenses": ["none"], "defense_methods": [],
+                   "pretrained_learning_rate": 0.02, "clean_floor": 0.70, "budget_minutes": None},
+    "clothing": {**COMMON, "dataset_name": "../shared/data/clothing", "train_rows": None, "validation_rows": 0,
+                 "validation_split": "validation", "test_rows": None, "resolution": 80, "photos": 1, "crop_scale": 0.35,
+                 "balanced": 1, "methods": QUICK_DATA["methods"], "transfer_methods": [],
+                 "victims": ["test_byobnet:30", "test_efficientnet:30", "pretrained_lite0:6",
+                             "pretrained_lite0_probe:5"], "epochs": 30, "bf16_victims": ["test_byobnet"],
+                 "defenses": ["none", "color-jitter", "trivial-augment"], "defense_methods": QUICK_DATA["methods"],
+                 "method_budget": 420.0, "em_rounds": 10, "em_train_steps": 20, "em_steps": 5, "tap_epochs": 10,
+                 "tap_steps": 100, "confounder_steps": 3000, "pretrained_learning_rate": 0.02,
+                 "clean_floor": 0.25, "workers": 2, "budget_minutes": None},
     "full": {**COMMON, "train_rows": None, "validation_rows": 5_000, "test_rows": None, "epochs": 40,
              "methods": list(METHODS), "victims": ["resnet18", "vgg11", "densenet121", "mobilenetv2_100",
                                                   "vit_small_patch8_224"],
@@ -96,7 +122,7 @@ def options_help() -> str:
     width = max(map(len, OPTIONS))
     lines = ["options (--options KEY=VALUE ...), with the quick / full protocol's value:"]
     for key, (_, meaning) in OPTIONS.items():
-        quick, full = (str(PROTOCOLS[protocol][key]).replace("None", "none") for protocol in ("quick", "full"))
+        quick, full = (str(PROTOCOLS[protocol].get(key)).replace("None", "none") for protocol in ("quick", "full"))
         lines.append(f"  {key:{width}}  {meaning}: {quick if quick == full else f'{quick} / {full}'}")
     return "\n".join(lines)
 
@@ -170,6 +196,8 @@ def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
             setattr(args, key, value)
     for key, value in args.options:
         setattr(args, key, value)
+    for key in OPTIONS:  # the options a protocol leaves unset are None
+        setattr(args, key, getattr(args, key, None))
     args.output_dir = args.output_dir or Path(f"results/benchmark-{args.protocol}")
     args.victim_epochs = victim_epochs(args.victims, args.epochs)
     args.victims = list(args.victim_epochs)

@@ -15,16 +15,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from training.data import ImageClassificationData, load_train_and_test
+from training.data import ImageClassificationData, load_classification_data, load_train_and_test
 from training.defenses import Defense, build_defenses
 from training.methods import METHODS, Clean, Method, create_method
+from training.photos import Photos
 from training.victim import protection_quality
 
 from .cache import PerturbationCache
 from .figures import SAMPLES, write_figures
+from .markdown import format_markdown
 from .plan import Cell, describe_plan, estimate_seconds, measure_images_per_second, plan_cells, protected_sets
 from .protocols import parse_args
-from .report import format_markdown, new_report, run_cell, sanity_checks, settings_digest
+from .report import new_report, run_cell, sanity_checks, settings_digest
 
 NEW_IMAGES = 256  # test images protected as "new images" to measure protection speed
 
@@ -108,10 +110,12 @@ class MeasuredThroughput:
 
 
 def protect_training_set(label: str, method: Method, train: ImageClassificationData,
-                         new: ImageClassificationData, cache: PerturbationCache) -> tuple[torch.Tensor, dict]:
+                         new: ImageClassificationData, cache: PerturbationCache,
+                         photos: Photos | None = None) -> tuple[torch.Tensor, dict]:
     """The protected training set (from the cache, or made and cached), its quality, its speed and what it
     cost: ``cpu_seconds`` is this process's CPU time (all its threads) while the method made the set, surrogate
-    or generator training included."""
+    or generator training included. With ``photos`` the set is what a scraper takes from the full photos their
+    owners published with the method's noise (``Photos.round_trip``), and ε is checked on those photos."""
     cached = cache.load(label, method, train.images)
     if cached is not None:
         print(f"{label}: protected training set from {cache.path(label, method)}", flush=True)
@@ -123,14 +127,17 @@ def protect_training_set(label: str, method: Method, train: ImageClassificationD
     started = time.perf_counter()
     method.perturb(new.images, new.labels)
     images_per_second = len(new.labels) / (time.perf_counter() - started)
+    published = None
+    if photos is not None:
+        protected, published = photos.round_trip(train.images, protected)
     quality = protection_quality(train.images.numpy(), protected.numpy())
-    levels = round(method.epsilon * 255)
-    if quality["linf_pixels"] > levels:
-        raise RuntimeError(f"{label} changed a pixel by {quality['linf_pixels']} levels, more than ε = "
-                           f"{levels}/255 allows: a bug in {type(method).__name__}")
+    levels, changed = round(method.epsilon * 255), (published or quality)["linf_pixels"]
+    if changed > levels:
+        raise RuntimeError(f"{label} changed a pixel by {changed} levels, more than ε = {levels}/255 allows: a "
+                           f"bug in {type(method).__name__}")
     info = {"generate_seconds": generate_seconds, "cpu_seconds": cpu_seconds, "threads": torch.get_num_threads(),
-            "images_per_second": images_per_second,
-            "quality": quality, "settings": method.settings()}
+            "images_per_second": images_per_second, "quality": quality, "published_photos": published,
+            "settings": method.settings()}
     cache.save(label, method, train.images, protected, info)
     return protected, info
 
@@ -167,8 +174,8 @@ class PlanRun:
     def __init__(self, args: argparse.Namespace, started: float, cells: list[Cell], defenses: dict[str, Defense],
                  variants: dict[str, Method], to_generate: dict[str, Method], cache: PerturbationCache,
                  train: ImageClassificationData, test: ImageClassificationData, workers: Executor,
-                 report: dict, done: dict[tuple, dict] | None = None) -> None:
-        self.args, self.started, self.defenses, self.variants = args, started, defenses, variants
+                 report: dict, done: dict[tuple, dict] | None = None, photos: Photos | None = None) -> None:
+        self.args, self.started, self.defenses, self.variants, self.photos = args, started, defenses, variants, photos
         self.to_generate, self.cache, self.train, self.workers, self.report = to_generate, cache, train, workers, report
         self.new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
         self.samples: dict[str, torch.Tensor] = {}
@@ -190,8 +197,8 @@ class PlanRun:
         method = self.variants[label]
         self.protected_paths[label] = None
         if not isinstance(method, Clean):
-            protected, info = protect_training_set(label, method, self.train, self.new, self.cache)
-            self.report["quality"][label] = info["quality"]
+            protected, info = protect_training_set(label, method, self.train, self.new, self.cache, self.photos)
+            self.report["quality"][label] = {**info["quality"], "published_photos": info.get("published_photos")}
             self.report["speed"][label] = {key: info.get(key) for key in ("generate_seconds", "cpu_seconds",
                                                                           "images_per_second")}
             self.report["speed"][label]["pretrained"] = method.pretrained
@@ -274,11 +281,26 @@ def main(argv: list[str] | None = None) -> dict:
     return run(parse_args(argv))
 
 
+def load_splits(args: argparse.Namespace
+                ) -> tuple[ImageClassificationData, ImageClassificationData | None, ImageClassificationData]:
+    """The training, validation (None: none) and test images: validation images are the split
+    ``validation_split`` when the protocol names one, else the last ``validation_rows`` training rows."""
+    train, test = load_train_and_test(args)
+    if args.validation_split is None:
+        return (*train.split_off(args.validation_rows), test)
+    if args.validation_rows:
+        raise ValueError(f"validation_split={args.validation_split} and validation_rows={args.validation_rows}: "
+                         "validate on a split or on the last training rows, not both (give validation_rows=0)")
+    validation = load_classification_data(args.dataset_name, args.validation_split, args.image_column_name,
+                                          args.label_column_name, None, args.resolution, train.channels,
+                                          train.num_classes)
+    return train, validation, test
+
+
 def run(args: argparse.Namespace) -> dict:
     """Runs the benchmark that ``args`` (``protocols.parse_args``) describes."""
     started = time.perf_counter()
-    train, test = load_train_and_test(args)
-    train, validation = train.split_off(args.validation_rows)
+    train, validation, test = load_splits(args)
     if not 0 <= args.protected_class < train.num_classes:
         raise ValueError(f"protected_class={args.protected_class} is not a class of {args.dataset_name} "
                          f"(0..{train.num_classes - 1})")
@@ -287,7 +309,8 @@ def run(args: argparse.Namespace) -> dict:
     cells = plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
                        defenses, args.victim_seeds)
     variants = protected_sets(cells, build_methods(args, train.num_classes), defenses, args.transfer_surrogate)
-    cache = PerturbationCache(args.cache_dir, train)
+    photos = Photos(args.dataset_name, args.train_split, args.image_column_name, args.train_rows) if args.photos else None
+    cache = PerturbationCache(args.cache_dir, train, salt="" if photos is None else "published photos")
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
     earlier = earlier_report(args.output_dir / "results.json", settings_digest(args))
@@ -315,4 +338,4 @@ def run(args: argparse.Namespace) -> dict:
         for key in ("quality", "speed"):  # the sets a resumed run does not need to read again
             report[key].update(earlier.get(key, {}))
         return PlanRun(args, started, cells, defenses, variants, to_generate, cache, train, test, workers,
-                       report, done).run()
+                       report, done, photos).run()
