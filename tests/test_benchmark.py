@@ -608,6 +608,10 @@ def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(
     assert trained == ["random"] and resumed["runs"][0] == first["runs"][0] and resumed["resumed_runs"] == 1
     assert resumed["earlier_seconds"] == pytest.approx(first["seconds"])
     assert "1 victims came from earlier runs of the same settings" in (tmp_path / "out" / "results.md").read_text()
+    # a rerun that trains nothing (out of time at once) rewrites the report with every earlier victim in it
+    idle = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--time_limit_minutes", "0"))
+    assert idle["runs"] == resumed["runs"] and trained == ["random"]
+    assert len(json.loads((tmp_path / "out" / "results.json").read_text())["runs"]) == 2
     runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--epochs", "3"))
     assert trained == ["random", "clean", "random"]
     # each victim is on disk before the next starts, so a stopped run loses at most the running ones

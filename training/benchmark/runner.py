@@ -184,6 +184,7 @@ class PlanRun:
         self.finished = {index: done[run_key(cell)] for index, cell in enumerate(cells) if run_key(cell) in done}
         self.waiting = [(index, cell) for index, cell in enumerate(cells) if index not in self.finished]
         report["resumed_runs"] = len(self.finished)
+        report["runs"] = [self.finished[index] for index in sorted(self.finished)]  # kept even if none is added
         self.running: dict[Future, tuple[int, Cell]] = {}
         self.results_json = args.output_dir / "results.json"
         self.bar = tqdm(total=len(cells), initial=len(self.finished), desc=f"victims, {args.workers} at a time",
