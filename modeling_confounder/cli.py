@@ -72,9 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
                               "if missing (default: your config folder's confounder/key, created on first use)")
     command.add_argument("--epsilon", type=float, default=None, metavar="PIXELS",
                          help="noise bound in pixel levels out of 255 (default: the model's, 8)")
-    command.add_argument("--noise-size", type=int, default=None, metavar="PIXELS",
-                         help="make the noise at this shorter side and resize it to each photo, so that it survives "
-                              "a scraper shrinking the photo to about that size (default: the photo's own pixels)")
     command.add_argument("--label", type=int, default=None, metavar="CLASS",
                          help="one class for every image: with a keyed generator, that class's own key derived "
                               "from yours; with a label generator, its owner code (default: your key alone, or "
@@ -125,9 +122,6 @@ def epsilon_option(args: argparse.Namespace) -> float | None:
         raise SystemExit(f"confounder: --epsilon is in pixel levels out of 255 (e.g. 8), got {args.epsilon}")
     if args.batch_size < 1:
         raise SystemExit(f"confounder: --batch-size must be at least 1, got {args.batch_size}")
-    if args.noise_size is not None and args.noise_size < 16:
-        raise SystemExit(f"confounder: --noise-size is the shorter side in pixels the noise is made at (16 or "
-                         f"more, e.g. 128), got {args.noise_size}")
     return None if args.epsilon is None else args.epsilon / 255
 
 
@@ -245,7 +239,7 @@ def write_protected(generator: ConfounderGenerator, key: str | None, batch: list
                     args: argparse.Namespace, epsilon: float | None) -> tuple[int, list[str]]:
     """Protects one batch of read images and writes them; returns how many were written and the errors."""
     outputs = protect(generator, [source.image for _, source in batch], labels=args.label, key=key,
-                      epsilon=epsilon, device=args.device, noise_size=args.noise_size)
+                      epsilon=epsilon, device=args.device)
     written, errors = 0, []
     for (job, source), output in zip(batch, outputs):
         try:
@@ -308,8 +302,7 @@ def protect_dataset_split(args: argparse.Namespace) -> int:
             dataset = dataset.select(range(start, min(stop, len(dataset))))
         saved = save_protected_dataset(generator, dataset, args.output, image_column, device=args.device,
                                        label_column=label_column, use_labels=args.use_labels, labels=args.label,
-                                       epsilon=epsilon, batch_size=args.batch_size, noise_size=args.noise_size,
-                                       **keyed)
+                                       epsilon=epsilon, batch_size=args.batch_size, **keyed)
     except (OSError, ValueError) as error:
         raise SystemExit(f"confounder: {error}") from None
     if saved is not None:

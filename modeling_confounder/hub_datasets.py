@@ -139,7 +139,6 @@ def protect_dataset(
     batch_size: int = 64,
     cache_file_name: str | None = None,
     first_row: int = 0,
-    noise_size: int | None = None,
 ) -> datasets.Dataset:
     """Returns ``dataset`` with every image of ``image_column`` protected on the generator's device.
 
@@ -153,7 +152,6 @@ def protect_dataset(
         cache_file_name: where ``map`` writes its Arrow file (by default 🤗 Datasets' cache, which for a
             ``save_to_disk`` input is the input folder itself).
         first_row: the row number of ``dataset``'s first row in the whole split (a shard's offset), for errors.
-        noise_size: the shorter side the noise is made at (``pipeline.protect``); None: each image's own size.
     """
     feature = dataset.features.get(image_column)
     if not isinstance(feature, datasets.Image) or not feature.decode:
@@ -182,7 +180,7 @@ def protect_dataset(
                   for value, index in zip(encoded, indices)]
         # protect() builds its outputs with Image.fromarray: no format or filename, so they are stored as PNG.
         protected = protect(generator, images, labels=row_labels[0] if use_labels else labels, key=key,
-                            epsilon=epsilon, batch_size=batch_size, device=generator.device, noise_size=noise_size)
+                            epsilon=epsilon, batch_size=batch_size, device=generator.device)
         return {image_column: protected}
 
     undecoded = dataset.cast_column(image_column, datasets.Image(decode=False))
@@ -204,8 +202,7 @@ def save_protected_dataset(
     Each process protects one contiguous shard on ``device`` (by default its Accelerate device) into
     ``output_dir/_shards``; the main process then joins the shards in order, saves them and removes
     ``_shards``. Returns the saved dataset on the main process and ``None`` on the others. ``options`` are
-    ``protect_dataset``'s: ``label_column``, ``use_labels``, ``labels``, ``epsilon``, ``batch_size``,
-    ``noise_size``.
+    ``protect_dataset``'s: ``label_column``, ``use_labels``, ``labels``, ``epsilon``, ``batch_size``.
     """
     state = PartialState()
     output_dir = Path(output_dir)

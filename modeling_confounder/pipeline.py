@@ -1,8 +1,7 @@
 """``protect``: uint8 images in, protected uint8 images of the same kind, size and mode out.
 
 The one place that checks protection's arguments, picks the device, batches images by size, bounds the pixels of
-each forward pass, tiles large photos, makes the noise at a coarser scale when asked (``noise_size``) and rounds
-it into whole pixel levels. Grayscale images go through an
+each forward pass, tiles large photos and rounds the noise into whole pixel levels. Grayscale images go through an
 RGB generator as three equal channels (their noise is the channel mean), and RGB images through a grayscale
 generator as their luma (the same noise is added to each channel).
 """
@@ -15,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -41,7 +39,6 @@ def protect(
     tile_size: int = 1024,
     device: str | torch.device | None = None,
     progress: bool = False,
-    noise_size: int | None = None,
 ) -> ImageInput:
     """Protects images: returns ``images + δ`` rounded to uint8, of the same kind, size and mode.
 
@@ -60,17 +57,10 @@ def protect(
             overlapping tiles, which gives the same result as one pass.
         device: where to run; by default ``default_device()``.
         progress: show a tqdm progress bar.
-        noise_size: make the noise on a copy of each image resized so that its shorter side is ``noise_size``
-            pixels, then resize the noise (bilinear) to the image. A scraper who shrinks a photo by a factor k
-            averages its noise over k × k pixels; noise made at about the scraper's training size survives that.
-            None (default): the noise has the image's own pixel scale. Images no larger than this are unchanged
-            by it; the bound ε holds either way.
     """
     epsilon = generator.config.epsilon if epsilon is None else check_epsilon(epsilon)
     if batch_size < 1 or tile_size < 64:
         raise ValueError(f"batch_size must be >= 1 and tile_size >= 64, got {batch_size} and {tile_size}")
-    if noise_size is not None and noise_size < 16:
-        raise ValueError(f"noise_size must be at least 16 pixels (or None for the image's own), got {noise_size}")
     generator.to(device or default_device()).eval()
     count = len(images) if isinstance(images, (np.ndarray, list, tuple)) else 1
     codes = conditioning(generator, labels, key, count)
@@ -78,13 +68,13 @@ def protect(
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 2, 3, 4):
             raise ValueError("expected a uint8 NHWC array with 1, 2, 3 or 4 channels, got "
                              f"dtype={images.dtype} shape={images.shape}; for one HWC image pass images[None]")
-        return np.stack(protect_arrays(generator, list(images), codes, epsilon, batch_size, tile_size, progress, noise_size))
+        return np.stack(protect_arrays(generator, list(images), codes, epsilon, batch_size, tile_size, progress))
     if isinstance(images, Image.Image):
         return array_to_pil(protect_arrays(generator, [pil_to_array(images)], codes, epsilon, batch_size,
-                                           tile_size, progress, noise_size)[0])
+                                           tile_size, progress)[0])
     if isinstance(images, (list, tuple)) and all(isinstance(image, Image.Image) for image in images):
         arrays = [pil_to_array(image) for image in images]
-        protected = protect_arrays(generator, arrays, codes, epsilon, batch_size, tile_size, progress, noise_size)
+        protected = protect_arrays(generator, arrays, codes, epsilon, batch_size, tile_size, progress)
         return [array_to_pil(array) for array in protected]
     raise TypeError("protect() takes a uint8 NHWC numpy array, a PIL image or a list of PIL images, "
                     f"got {type(images).__name__}")
@@ -125,7 +115,6 @@ def protect_arrays(
     batch_size: int,
     tile_size: int,
     progress: bool,
-    noise_size: int | None = None,
 ) -> list[np.ndarray]:
     """Protects uint8 HWC arrays (1-4 channels) on the generator's device; same-size images share passes."""
     by_size = defaultdict(list)
@@ -140,7 +129,7 @@ def protect_arrays(
             for start in range(0, len(indices), per_pass):
                 chunk = indices[start:start + per_pass]
                 batch = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
-                noise = batch_noise(generator, batch, codes[chunk], epsilon, tile_size, noise_size)
+                noise = batch_noise(generator, batch, codes[chunk], epsilon, tile_size)
                 for i, image in zip(chunk, add_noise(batch, noise, epsilon).numpy()):
                     protected[i] = image
                 bar.update(len(chunk))
@@ -148,19 +137,10 @@ def protect_arrays(
 
 
 def batch_noise(generator: ConfounderGenerator, batch: torch.Tensor, codes: torch.Tensor, epsilon: float,
-                tile_size: int, noise_size: int | None = None) -> torch.Tensor:
-    """The generator's float NCHW noise for the colour channels of a uint8 NHWC batch, in the generator's
-    channels; with ``noise_size``, made on the batch resized to that shorter side and resized back."""
+                tile_size: int) -> torch.Tensor:
+    """The generator's float NCHW noise for the colour channels of a uint8 NHWC batch, in the generator's channels."""
     colors = to_float(batch[..., :color_channels(batch.shape[-1])], generator.device, generator.dtype)
     images = match_channels(colors, generator.config.in_channels).contiguous(memory_format=torch.channels_last)
-    height, width = images.shape[-2:]
-    if noise_size is not None and min(height, width) > noise_size:
-        scale = noise_size / min(height, width)
-        small = F.interpolate(images, size=(round(height * scale), round(width * scale)), mode="bilinear",
-                              antialias=True)
-        codes = generator.fill_unknown_labels(small, codes.to(generator.device))
-        noise = noise_in_tiles(generator, small, codes, epsilon, tile_size)
-        return F.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)
     codes = generator.fill_unknown_labels(images, codes.to(generator.device))
     return noise_in_tiles(generator, images, codes, epsilon, tile_size)
 

@@ -118,7 +118,6 @@ def test_output_inside_the_input_folder_is_not_protected_again(photos, model, ca
 
 
 @pytest.mark.parametrize("arguments, message", [(["--epsilon", "0"], "--epsilon is in pixel levels"),
-                                                (["--noise-size", "8"], "--noise-size is the shorter side"),
                                                 (["--label", "99"], "labels must be in"),
                                                 (["--model", "/no/such/model"], "could not load .*'/no/such/model': no such folder")])
 def test_usage_errors_are_explained(photos, model, tmp_path, arguments, message):

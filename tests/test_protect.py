@@ -91,22 +91,6 @@ def test_large_photo_is_tiled_with_the_same_result(generator, rng):
     np.testing.assert_array_equal(protect(generator, image, tile_size=64), protect(generator, image, tile_size=1024))
 
 
-def test_noise_made_at_a_coarser_size_is_smooth_and_within_epsilon(generator, rng):
-    image = rng.integers(0, 256, (1, 120, 96, 3), dtype=np.uint8)
-    fine = protect(generator, image).astype(np.int16) - image
-    coarse = protect(generator, image, noise_size=24).astype(np.int16) - image
-    assert np.abs(coarse).max() <= 8 and np.abs(coarse).mean() > 1
-    # Noise resized up from 24 px changes little from one pixel to the next; the generator's own does not.
-    assert np.abs(np.diff(coarse, axis=2)).mean() < 0.5 * np.abs(np.diff(fine, axis=2)).mean()
-
-
-def test_noise_size_leaves_images_no_larger_than_it_alone(generator, rng):
-    images = rng.integers(0, 256, (2, 24, 30, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(protect(generator, images, noise_size=24), protect(generator, images))
-    with pytest.raises(ValueError, match="noise_size must be at least 16"):
-        protect(generator, images, noise_size=8)
-
-
 def test_one_label_for_all_images(generator, rng):
     images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     np.testing.assert_array_equal(protect(generator, images, labels=4), protect(generator, images, labels=[4, 4, 4]))
