@@ -632,6 +632,15 @@ def test_sanity_judges_the_mean_over_seeds():
         ("clean v learns", True), ("clean v beats the majority class", True), ("EM bites (v)", True)]
 
 
+def test_sanity_does_not_ask_the_known_shortcuts_to_bite_pretrained_victims():
+    runs = [{"method": method, "victim": "pretrained_lite0", "defense": "none", "test_acc": accuracy}
+            for method, accuracy in (("clean", 0.7), ("random", 0.7), ("em", 0.68), ("patch", 0.69))]
+    checks = reporting.sanity_checks({"runs": runs, "clean_floor": 0.55, "majority_rate": 0.1})
+    assert [name for name, _, _ in checks] == ["clean pretrained_lite0 learns",
+                                               "clean pretrained_lite0 beats the majority class",
+                                               "sample-wise random noise barely hurts (pretrained_lite0)"]
+
+
 def test_victims_are_labelled_white_box_or_held_out():
     found = reporting.victim_architectures(["test_resnet", "test_byobnet", "test_efficientnet"], "test_resnet")
     assert found["test_resnet"] == {"family": "resnet", "depthwise": False, "white_box": True}

@@ -124,8 +124,10 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
 
     For every victim with a clean run: it learns (≥ ``clean_floor``, default ``report["clean_floor"]``, and
     above the majority-class rate); sample-wise random noise barely hurts (at most ``SANITY_MARGIN`` below
-    clean); the known shortcuts, EM and LSP-style patches, bite (at least ``SANITY_MARGIN`` below clean).
-    Rows whose runs are missing are left out.
+    clean); the known shortcuts, EM and LSP-style patches, bite (at least ``SANITY_MARGIN`` below clean) on
+    victims trained from scratch. Pretrained victims get no "bites" rows: that these noises move a fine-tuned
+    model or a linear probe is a finding of the run, not a check of the harness. Rows whose runs are missing are
+    left out.
     """
     floor = report["clean_floor"] if clean_floor is None else clean_floor
     accuracy = {(method, victim): float(np.mean(values))
@@ -141,7 +143,7 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
                            f"{clean:.1%} vs {report['majority_rate']:.1%}"))
         for method, name, bites in (("random", "sample-wise random noise barely hurts", False),
                                     ("em", "EM bites", True), ("patch", "LSP-style patch noise bites", True)):
-            if (method, victim) in accuracy:
+            if (method, victim) in accuracy and not (bites and victim in PRETRAINED_VICTIMS):
                 drop = clean - accuracy[(method, victim)]
                 passed = drop >= SANITY_MARGIN if bites else drop <= SANITY_MARGIN
                 needs = f"needs {'≥' if bites else '≤'} {SANITY_MARGIN * 100:.0f} points lower"
