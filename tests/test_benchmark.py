@@ -264,8 +264,8 @@ def test_time_limit_skips_what_is_left_and_says_so(dataset, tmp_path, monkeypatc
     assert [(cell["method"], cell["defense"]) for cell in report["skipped"]] == [("clean", "grayscale"),
                                                                                 ("random", "none")]
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert ("**Not run** (over `--time_limit_minutes`): clean on test_resnet (grayscale), random on test_resnet "
-            "(none).") in markdown
+    assert ("**Not run** (over `--time_limit_minutes`): clean on test_resnet (grayscale, seed 0), random on "
+            "test_resnet (none, seed 0).") in markdown
 
 
 def test_workers_train_victims_in_their_own_processes(dataset, tmp_path):

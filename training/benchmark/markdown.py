@@ -47,7 +47,8 @@ def skipped_line(report: dict) -> list[str]:
         seeds = Counter(cell.get("seed", 0) for cell in skipped)
         cells = f"{len(skipped)} victims ({', '.join(f'seed {seed}: {count}' for seed, count in seeds.items())})"
     else:
-        cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']})" for cell in skipped)
+        cells = ", ".join(f"{cell['method']} on {cell['victim']} ({cell['defense']}, seed {cell.get('seed', 0)})"
+                          for cell in skipped)
     return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
 
 
