@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from .report import mean_and_error, seed_values
+from .report import headline_name, mean_and_error, seed_values
 
 SAMPLES = 3  # images per protected set in the samples figure
 
@@ -78,7 +78,7 @@ def write_figures(report: dict, clean: torch.Tensor, protected: dict[str, torch.
     for defense in dict.fromkeys(run["defense"] for run in runs):
         chosen = {(method, victim): found for (method, victim, name), found in values.items() if name == defense}
         figures[f"defense-{defense}.png"] = defense_figure(defense, chosen, reference, victims[0],
-                                                           "balanced accuracy" if report.get("balanced") else "accuracy")
+                                                           headline_name(report))
     if protected:
         figures["samples.png"] = samples_figure(clean, protected, report["epsilon_levels"])
     for name, figure in figures.items():

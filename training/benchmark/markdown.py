@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from .report import mean_and_error, sanity_checks, seed_values
+from .report import headline_name, mean_and_error, sanity_checks, seed_values
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -90,7 +90,8 @@ def header_lines(report: dict) -> list[str]:
             + f", {report['n_test']} test images, {report['num_classes']} classes; majority-class rate of the "
             f"test set {percent(report['majority_rate'])}")
     budget = report.get("method_budget")
-    metric = "Balanced accuracy (the mean of the per-class recalls)" if report.get("balanced") else "Accuracy"
+    recalls = " (the mean of the per-class recalls)" if report.get("balanced") else ""
+    metric = headline_name(report).capitalize() + recalls
     budget_line = ("" if budget is None else f" EM, TAP and the trained generator each get {budget:.0f} "
                    "CPU-seconds to make their protected set, training included.")
     return [f"# Unlearnable-example benchmark, {report['protocol']} protocol", "",

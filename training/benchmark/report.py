@@ -108,6 +108,11 @@ def headline(report: dict) -> str:
     return "balanced_test_acc" if report.get("balanced") else "test_acc"
 
 
+def headline_name(report: dict) -> str:
+    """What ``headline`` is, in words, for table notes and axis labels."""
+    return "balanced accuracy" if report.get("balanced") else "accuracy"
+
+
 def seed_values(report: dict, key: str | None = None) -> dict[tuple[str, str, str], list[float]]:
     """Each (method, victim, defense)'s ``key`` (default: the ``headline``) over its victim seeds, in the runs'
     order."""
