@@ -618,6 +618,17 @@ def test_a_stopped_run_resumes_where_it_stopped_and_other_settings_start_afresh(
     assert len(stored_before[-1]) == 1 and len(stored_before[-1][0]["history"]) == 3
 
 
+def test_adding_a_victim_keeps_the_runs_of_the_others(dataset, tmp_path, monkeypatch):
+    extra = ("--methods", "clean", "--defenses", "none")
+    runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet", *extra))
+    trained, real_run_cell = [], runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.victim)
+                        or real_run_cell(cell, *args, **kwargs))
+    both = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+                                 "mobilenetv3_small_050:3", *extra))
+    assert trained == ["mobilenetv3_small_050"] and both["resumed_runs"] == 1
+
+
 def test_tables_show_the_mean_and_standard_error_over_seeds():
     assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
     assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)

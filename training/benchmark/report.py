@@ -158,15 +158,22 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
 
 
 def settings_digest(args: argparse.Namespace) -> str:
-    """A hash of everything that decides a victim run's result but its cell: runs of reports with the same
-    digest can be reused by a rerun."""
+    """A hash of everything that decides a victim run's result but its cell and its victim's epochs and bfloat16
+    choice: runs of reports with the same digest can be reused by a rerun (``same_training`` checks the other
+    two run by run, so that adding a victim keeps the others' runs)."""
     # Options left unset are left out, so that a new option does not make earlier reports unresumable.
     options = {key: getattr(args, key, None) for key in OPTIONS if key not in ("clean_floor", "budget_minutes")}
     data = {key: getattr(args, key, None) for key in ("dataset_name", "train_rows", "test_rows", "resolution",
-                                                      "victim_epochs", "bf16_victims", "seed", "model")}
+                                                      "seed", "model")}
     settings = json.dumps({**{key: value for key, value in options.items() if value is not None}, **data},
                           sort_keys=True, default=str)
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+
+def same_training(run: dict, args: argparse.Namespace) -> bool:
+    """Whether an earlier ``run`` trained its victim as ``args`` would: as many epochs, the same bfloat16 choice."""
+    return (len(run["history"]) == args.victim_epochs.get(run["victim"])
+            and run.get("bf16", False) == (run["victim"] in args.bf16_victims))
 
 
 def victim_architectures(victims: list[str], surrogate: str) -> dict[str, dict]:

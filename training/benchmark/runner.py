@@ -26,7 +26,7 @@ from .figures import SAMPLES, write_figures
 from .markdown import format_markdown
 from .plan import Cell, describe_plan, estimate_seconds, measure_images_per_second, plan_cells, protected_sets
 from .protocols import parse_args
-from .report import new_report, run_cell, sanity_checks, settings_digest
+from .report import new_report, run_cell, same_training, sanity_checks, settings_digest
 
 NEW_IMAGES = 256  # test images protected as "new images" to measure protection speed
 
@@ -315,7 +315,7 @@ def run(args: argparse.Namespace) -> dict:
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
     earlier = earlier_report(args.output_dir / "results.json", settings_digest(args))
-    done = {run_key(run): run for run in earlier.get("runs", [])}
+    done = {run_key(run): run for run in earlier.get("runs", []) if same_training(run, args)}
     remaining = [cell for cell in cells if run_key(cell) not in done]
     if done:
         print(f"Resuming {args.output_dir / 'results.json'}: {len(cells) - len(remaining)} of {len(cells)} "
