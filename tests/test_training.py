@@ -69,7 +69,7 @@ def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
     (["--generator_config", "depth=3"], "expected KEY=VALUE with KEY one of width, blocks, upsampling"),
     (["--generator_config", "width=wide"], "--generator_config width= takes a whole number"),
     (["--generator_config", "upsampling=nearest"], "upsampling must be one of pixel_shuffle, bilinear"),
-    (["--scraper_transforms", "grayscale:10-20"], "expected one of grayscale, jpeg or jpeg:LOW-HIGH"),
+    (["--scraper_transforms", "grayscale:10-20"], "expected one of grayscale, jpeg, color-jitter or jpeg:LOW-HIGH"),
     (["--epsilon", "300"], "epsilon is in pixel levels out of 255"),
     (["--train_rows", "100"], "expected START:STOP"),
 ])
@@ -129,6 +129,13 @@ def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():
     assert compressed.shape == images.shape and 0 <= compressed.min() and compressed.max() <= 1
     compressed.sum().backward()
     assert images.grad.abs().sum() > 0  # differentiable: the generator trains through it
+    for channels in (3, 1):  # gray images get brightness and contrast jitter only
+        colours = torch.rand(64, channels, 16, 16, requires_grad=True)
+        jittered = scraper_transforms(colours, ["color-jitter"], generator=torch.Generator().manual_seed(0))
+        changed = (jittered != colours).flatten(1).any(1)
+        assert jittered.shape == colours.shape and 0 < changed.sum() < 64
+        jittered.sum().backward()
+        assert colours.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"unknown scraper transform\(s\) \['blur'\]: choose from"):
         scraper_transforms(images, ["blur"])
 

@@ -2,10 +2,11 @@
 
 - ``crop_and_flip``: the victim's standard augmentation: random crop with zero padding of 1/8 of the side (4 px at
   32×32) and horizontal flip, drawn per image.
-- ``scraper_transforms``: the cheap defenses a scraper applies to the whole dataset first: grayscale, and JPEG at
-  a low quality (Liu et al., "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them). The
-  JPEG codec is kornia's differentiable one (Reich et al., "Differentiable JPEG: The Devil is in the Details",
-  WACV 2024), so the min-min term can ask for noise that stays a shortcut after compression.
+- ``scraper_transforms``: the cheap defenses a scraper applies: grayscale and JPEG at a low quality (Liu et al.,
+  "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them), and colour jitter (the benchmark's
+  ``color-jitter`` defense, which undoes a per-class colour offset). The JPEG codec is kornia's differentiable one
+  (Reich et al., "Differentiable JPEG: The Devil is in the Details", WACV 2024), so the min-min term can ask for
+  noise that stays a shortcut after compression; kornia's colour jitter is differentiable too.
 
 Images are NCHW float tensors in [0, 1].
 """
@@ -16,11 +17,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from kornia.augmentation import ColorJitter
 from kornia.enhance import jpeg_codec_differentiable
 
 from modeling_confounder.images import luma
 
-SCRAPER_TRANSFORMS = ("grayscale", "jpeg")
+SCRAPER_TRANSFORMS = ("grayscale", "jpeg", "color-jitter")
+COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation (±40 %) and hue (±0.1), drawn per image
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -42,7 +45,8 @@ def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None
 def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_quality: Sequence[float] = (10, 50),
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image as it is, or through one of ``transforms`` (uniformly drawn per image; JPEG quality uniform in
-    ``jpeg_quality``). Grayscale images (one channel) are compressed as luma."""
+    ``jpeg_quality``). Grayscale images (one channel) are compressed as luma. ``generator`` draws the choices and
+    qualities; kornia's colour jitter draws its own strengths from torch's global generator."""
     unknown = set(transforms) - set(SCRAPER_TRANSFORMS)
     if unknown:
         raise ValueError(f"unknown scraper transform(s) {sorted(unknown)}: choose from {SCRAPER_TRANSFORMS}")
@@ -60,9 +64,12 @@ def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_qua
 
 
 def scraper_view(name: str, images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """``images`` in gray (as three equal channels for colour ones) or JPEG-compressed at per-image ``quality``."""
+    """``images`` in gray (as three equal channels for colour ones), colour-jittered (brightness and contrast only
+    for gray ones) or JPEG-compressed at per-image ``quality``."""
     gray = images.shape[1] == 1
     if name == "grayscale":
         return images if gray else luma(images).expand_as(images)
+    if name == "color-jitter":
+        return ColorJitter(*COLOR_JITTER[:2 if gray else 4], p=1.0)(images)
     decoded = jpeg_codec_differentiable(images.expand(-1, 3, -1, -1) if gray else images, quality)
     return decoded[:, :1] if gray else decoded

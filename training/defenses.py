@@ -57,6 +57,7 @@ from torchvision.transforms.v2 import TrivialAugmentWide
 
 from modeling_confounder.images import LUMA, array_to_pil, pil_to_array, to_float
 from training.attacks import pgd
+from training.augmentation import COLOR_JITTER
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ class Standardize(nn.Module):
 def color_jitter(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Brightness, contrast, saturation (±40 %) and hue (±0.1) jitter, drawn per image."""
-    return ColorJitter(0.4, 0.4, 0.4, 0.1, p=1.0)(images), labels
+    return ColorJitter(*COLOR_JITTER, p=1.0)(images), labels
 
 
 def trivial_augment(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

@@ -64,7 +64,7 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 def scraper_transform(text: str) -> tuple[str, tuple[float, float] | None]:
-    """``grayscale``, ``jpeg`` or ``jpeg:LOW-HIGH`` of ``--scraper_transforms``."""
+    """``grayscale``, ``jpeg``, ``jpeg:LOW-HIGH`` or ``color-jitter`` of ``--scraper_transforms``."""
     name, _, qualities = text.partition(":")
     try:
         low, high = (float(part) for part in qualities.split("-")) if qualities else (None, None)
@@ -97,10 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "fine-tuned generator's, or none from scratch)")
     model.add_argument("--epsilon", type=float, default=8, help="noise bound in pixel levels out of 255")
     model.add_argument("--scraper_transforms", nargs="*", type=scraper_transform, default=[],
-                       metavar="grayscale|jpeg[:LOW-HIGH]",
+                       metavar="grayscale|jpeg[:LOW-HIGH]|color-jitter",
                        help="the surrogates see each protected image as it is or through one of these (drawn per "
-                            "image), so the noise stays a shortcut after a scraper's grayscale or JPEG (quality "
-                            "drawn in LOW-HIGH, default 10-50)")
+                            "image), so the noise stays a shortcut after a scraper's grayscale, JPEG (quality "
+                            "drawn in LOW-HIGH, default 10-50) or colour jitter")
     loss = parser.add_argument_group("losses")
     loss.add_argument("--loss_weights", type=float, nargs=3, default=[1.0, 1.0, 0.05],
                       metavar=("MIN_MIN", "NOISE", "ADV"),
