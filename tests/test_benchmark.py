@@ -189,8 +189,9 @@ def test_markdown_and_figures_are_written(report, folders):
                     "## Image quality, cost and speed", "## All runs"):
         assert heading in markdown
     assert "python -m training.benchmark --dataset_name" in markdown
-    assert ("each with seeds 0: test_resnet (1 epochs, bfloat16 autocast, resnet, **white-box** (the surrogate's "
-            "family)); mobilenetv3_small_050 (1 epochs, mobilenetv3, depthwise, held out)") in markdown
+    assert ("each with seeds 0: test_resnet (from scratch, 1 epochs, bfloat16 autocast, resnet, **white-box** (the "
+            "surrogate's family)); mobilenetv3_small_050 (from scratch, 1 epochs, mobilenetv3, depthwise, held out)"
+            ) in markdown
     assert "EM, TAP and the trained generator each get 60 CPU-seconds" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
     assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"

@@ -4,7 +4,8 @@
   label predictor's peers and the victims of evaluation. At small resolutions (CIFAR's 32×32, MedMNIST's 28×28)
   ImageNet stems throw away most pixels in their first layers, so the first strided convolution gets stride 1 and
   the first max-pool is removed, as in CIFAR ResNets. The names of ``pretrained.PRETRAINED_VICTIMS`` give the
-  ImageNet-pretrained victims instead.
+  ImageNet-pretrained victims instead, those of ``transformers_models.TRANSFORMERS_VICTIMS`` 🤗 transformers
+  models.
 - ``noise_head``: h, the small CNN that reads the label off the noise δ / ε alone.
 - ``KeyReader``: f or h for a keyed generator: which of this batch's keys made this input.
 - ``weights_digest``: a short hash of a model's tensors, stored in reports to tell weights apart.
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pretrained import BACKBONE, PRETRAINED_VICTIMS, PretrainedVictim
+from .transformers_models import TRANSFORMERS_VICTIMS, TransformersClassifier, transformers_family
 
 KEY_EMBEDDING = 64  # dimensions a KeyReader compares inputs and keys in
 KEY_TEMPERATURE = 10.0  # cosine similarities are scaled by this before the softmax
@@ -28,8 +30,9 @@ KEY_TEMPERATURE = 10.0  # cosine similarities are scaled by this before the soft
 
 def create_classifier(name: str, num_classes: int, in_channels: int = 3, resolution: int = 32,
                       small_input_stem: bool | None = None) -> nn.Module:
-    """A randomly initialised timm model (never downloads weights) whose stem suits ``resolution``, or a
-    ``PretrainedVictim`` for a name of ``PRETRAINED_VICTIMS`` (RGB only; it resizes its inputs itself).
+    """A randomly initialised timm model (never downloads weights) whose stem suits ``resolution``, a
+    ``PretrainedVictim`` for a name of ``PRETRAINED_VICTIMS`` (RGB only; it resizes its inputs itself), or a
+    ``TransformersClassifier`` for a name of ``TRANSFORMERS_VICTIMS`` (randomly initialised, its own stem).
 
     ``small_input_stem``: True keeps the full resolution in the stem, False keeps timm's ImageNet stem, None
     chooses True at 64 px or less (never for ViT/DeiT, which take ``img_size`` instead).
@@ -38,6 +41,8 @@ def create_classifier(name: str, num_classes: int, in_channels: int = 3, resolut
         if in_channels != 3:
             raise ValueError(f"{name} is pretrained on RGB images; this data has {in_channels} channel(s)")
         return PretrainedVictim(num_classes, frozen=PRETRAINED_VICTIMS[name])
+    if name in TRANSFORMERS_VICTIMS:
+        return TransformersClassifier(name, num_classes, in_channels)
     kwargs = {"img_size": resolution} if "vit" in name or "deit" in name else {}
     try:
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
@@ -88,11 +93,16 @@ def weights_digest(model: nn.Module) -> str:
 
 
 def architecture(name: str) -> dict[str, str | bool]:
-    """A timm model's family (the timm module that defines it: ``resnet`` for test_resnet and ResNet-18) and
-    whether it has depthwise convolutions (MobileNets, EfficientNets), which resist some unlearnable noises."""
-    timm_name = BACKBONE if name in PRETRAINED_VICTIMS else name
-    family = timm.models.model_entrypoint(timm_name).__module__.rsplit(".", 1)[-1]
-    convolutions = [module for module in create_classifier(timm_name, 10).modules() if isinstance(module, nn.Conv2d)]
+    """A victim's family (the timm module that defines it: ``resnet`` for test_resnet and ResNet-18; a transformers
+    model's type) and whether it has depthwise convolutions (MobileNets, EfficientNets, ConvNeXts), which resist
+    some unlearnable noises."""
+    if name in TRANSFORMERS_VICTIMS:
+        family, model = transformers_family(name), create_classifier(name, 10)
+    else:
+        timm_name = BACKBONE if name in PRETRAINED_VICTIMS else name
+        family = timm.models.model_entrypoint(timm_name).__module__.rsplit(".", 1)[-1]
+        model = create_classifier(timm_name, 10)
+    convolutions = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
     depthwise = any(conv.groups > 1 and conv.groups == conv.in_channels for conv in convolutions)
     return {"family": family, "depthwise": depthwise}
 

@@ -1,7 +1,10 @@
-"""Train a victim classifier from scratch, as a data scraper would, and measure it on clean test images.
+"""Train a victim classifier, as a data scraper would, and measure it on clean test images.
 
-Used by ``training.evaluate`` and the benchmark. Standard augmentation (random crop with zero padding of 1/8 of the
-side, 4 px at 32×32, and horizontal flip); SGD with Nesterov momentum and a one-cycle schedule (``fitting.py``).
+Used by ``training.evaluate`` and the benchmark. ``train_victim`` trains timm models (and the pretrained victims)
+in this project's loop; ``train_with_trainer`` trains 🤗 ``transformers`` models with the ``Trainer``, as that
+library's image-classification guide does. ``train_victim``'s augmentation: a random crop with zero padding of
+1/8 of the side (4 px at 32×32) and a horizontal flip; SGD with Nesterov momentum and a one-cycle schedule
+(``fitting.py``).
 Tensor conventions: images are uint8 NHWC tensors until batched, then NCHW float in [0, 1].
 """
 
@@ -11,12 +14,15 @@ import argparse
 import json
 import platform
 import re
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_confounder.images import to_float
@@ -25,6 +31,10 @@ from modeling_confounder.quality import image_quality
 
 from .fitting import BatchTransform, Optimization, epoch_batches, fit_batches, make_optimizer
 from .models import create_classifier
+from .transformers_models import TransformersClassifier, import_transformers
+
+TRAINER_LEARNING_RATE = 2e-3  # AdamW's peak for train_with_trainer: see docs/benchmark.md (clothing protocol)
+TRAINER_BATCH_SIZE = 64
 
 
 @dataclass
@@ -187,3 +197,72 @@ def train_victim(
     return VictimResult(victim, setting, test_acc, max(history) if validation is None else None,
                         correct / len(train_images), time.perf_counter() - started, history, bf16,
                         balanced_accuracy(predicted, test_labels))
+
+
+def as_dataset(images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Image.Image], torch.Tensor]):
+    """uint8 NHWC images and labels as a 🤗 ``Dataset`` of PIL images and labels, ``transform`` applied on access
+    and the columns renamed to what a ``transformers`` model takes (``pixel_values``, ``labels``)."""
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    rows = {"image": [Image.fromarray(image) for image in images.numpy()], "label": labels.tolist()}
+    dataset = Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "label": Value("int64")}))
+
+    def prepare(batch: dict) -> dict:
+        return {"pixel_values": [transform(image.convert("RGB")) for image in batch["image"]],
+                "labels": batch["label"]}
+
+    return dataset.with_transform(prepare)
+
+
+def train_with_trainer(victim: str, train_images: torch.Tensor, train_labels: torch.Tensor,
+                       test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int, epochs: int,
+                       validation: tuple[torch.Tensor, torch.Tensor] | None, seed: int = 0, crop_scale: float = 0.08,
+                       learning_rate: float = TRAINER_LEARNING_RATE, progress: bool = True
+                       ) -> tuple[VictimResult, TransformersClassifier]:
+    """Trains ``victim`` (a name of ``TRANSFORMERS_VICTIMS``) on uint8 NHWC RGB images at their own size the way
+    the 🤗 image-classification guide does, from a config instead of a checkpoint: a ``Dataset`` of PIL images;
+    ``with_transform`` applying torchvision's ``RandomResizedCrop`` (at least ``crop_scale`` of the area;
+    torchvision's default 0.08) and a flip, ``ToTensor`` and ``Normalize`` with the image processor's mean and
+    std; ``DefaultDataCollator``; the ``Trainer`` (AdamW, linear decay after a 10 % warm-up, weight decay 0.05)
+    evaluating on the ``validation`` images after each epoch. Returns the result on the clean test images after
+    the last epoch and the trained classifier; ``train_acc`` is on the training images without augmentation.
+    """
+    from torchvision import transforms
+
+    if validation is None:
+        raise ValueError(f"{victim} trains with the Trainer, which needs validation images to evaluate each epoch: "
+                         "give the benchmark validation_rows or validation_split")
+    transformers = import_transformers()
+    transformers.set_seed(seed)
+    classifier = TransformersClassifier(victim, num_classes)
+    normalize = transforms.Normalize(classifier.processor.image_mean, classifier.processor.image_std)
+    augment = transforms.Compose([transforms.RandomResizedCrop(train_images.shape[1], scale=(crop_scale, 1.0)),
+                                  transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
+    plain = transforms.Compose([transforms.ToTensor(), normalize])
+    steps = epochs * -(-len(train_labels) // TRAINER_BATCH_SIZE)
+
+    def accuracy(prediction) -> dict[str, float]:
+        return {"accuracy": float((np.argmax(prediction.predictions, 1) == prediction.label_ids).mean())}
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        arguments = transformers.TrainingArguments(
+            output_dir=output_dir, num_train_epochs=epochs, learning_rate=learning_rate,
+            per_device_train_batch_size=TRAINER_BATCH_SIZE, per_device_eval_batch_size=256,
+            warmup_steps=-(-steps // 10), weight_decay=0.05, eval_strategy="epoch", save_strategy="no",
+            logging_strategy="epoch", report_to="none", remove_unused_columns=False, seed=seed,
+            dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not progress)
+        trainer = transformers.Trainer(
+            model=classifier.model, args=arguments, data_collator=transformers.DefaultDataCollator(),
+            train_dataset=as_dataset(train_images, train_labels, augment),
+            eval_dataset=as_dataset(*validation, plain), compute_metrics=accuracy)
+        if not progress:  # the Trainer prints each epoch's logs when its progress bar is off
+            trainer.remove_callback(transformers.PrinterCallback)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    history = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
+    predicted = logits(classifier, test_images).argmax(1)
+    train_acc = (logits(classifier, train_images).argmax(1) == train_labels).float().mean().item()
+    return VictimResult(victim, "", (predicted == test_labels).float().mean().item(), None, train_acc, seconds,
+                        history, False, balanced_accuracy(predicted, test_labels)), classifier

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from training.pretrained import PRETRAINED_VICTIMS
+from training.transformers_models import TRANSFORMERS_VICTIMS
+
 from .report import headline_name, mean_and_error, sanity_checks, seed_values
 
 
@@ -52,6 +55,13 @@ def skipped_line(report: dict) -> list[str]:
     return [f"- **Not run** (over `--time_limit_minutes`): {cells}."]
 
 
+def recipe(victim: str) -> str:
+    """How a victim trains: from scratch (timm, or 🤗 transformers with the Trainer) or from ImageNet weights."""
+    if victim in PRETRAINED_VICTIMS:
+        return "ImageNet-pretrained, " + ("a linear probe" if PRETRAINED_VICTIMS[victim] else "fine-tuned")
+    return "from scratch with the 🤗 Trainer" if victim in TRANSFORMERS_VICTIMS else "from scratch"
+
+
 def victim_line(report: dict) -> str:
     """The victims: epochs, bfloat16, family, and white-box (the surrogate's family) or held out."""
     bf16 = set(report.get("bf16_victims", []))
@@ -63,14 +73,14 @@ def victim_line(report: dict) -> str:
             return f"{victim} ({epochs} epochs)"
         side = "**white-box** (the surrogate's family)" if found["white_box"] else "held out"
         kind = f", {found['family']}{', depthwise' if found['depthwise'] else ''}, {side}"
-        return f"{victim} ({epochs} epochs{', bfloat16 autocast' if victim in bf16 else ''}{kind})"
+        return f"{victim} ({recipe(victim)}, {epochs} epochs{', bfloat16 autocast' if victim in bf16 else ''}{kind})"
 
     planned = report.get("victim_seeds", [0])
     present = {run.get("seed", 0) for run in report["runs"]}
     seeds = ", ".join(str(seed) for seed in planned if seed in present)
     if not present >= set(planned):
         seeds += f" so far (of {', '.join(map(str, planned))}: the same command resumes the run)"
-    line = (f"Victims, trained from scratch with crop + flip, each with seeds {seeds}: "
+    line = (f"Victims, trained with crop + flip, each with seeds {seeds}: "
             + "; ".join(describe(victim, epochs) for victim, epochs in report["epochs"].items())
             + f". The surrogate of EM, TAP and the trained generator is {report['surrogate']}")
     if report.get("workers", 1) > 1:

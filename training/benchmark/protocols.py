@@ -18,9 +18,10 @@ and train every victim with three seeds:
   10 classes, unbalanced, so balanced accuracy), validated on the dataset's own validation split. Every method
   makes its noise at 80 px on the photos' centre squares; the owners publish the full photos with it and the
   scraper resizes them back to 80 px (``training.photos``) and trains on random resized crops. Victims: from
-  scratch test_byobnet and test_efficientnet (timm's strided stems at 80 px), and the pretrained
-  EfficientNet-Lite0 fine-tuned and as a linear probe on its frozen features; colour jitter and TrivialAugment
-  on the first. Epochs were chosen on the validation split (``docs/benchmark.md``).
+  scratch test_byobnet and test_efficientnet (timm's strided stems at 80 px), the pretrained EfficientNet-Lite0
+  fine-tuned and as a linear probe on its frozen features, and a small 🤗 transformers ConvNeXt trained with the
+  ``Trainer`` (``training.victim.train_with_trainer``); colour jitter and TrivialAugment on the first. Epochs and
+  the Trainer's learning rate were chosen on the validation split (``docs/benchmark.md``).
 - ``full`` (a GPU): all 50,000 / 10,000 images; victims ResNet-18 (white-box: the surrogate's family),
   VGG-11, DenseNet-121, MobileNetV2 and ViT-S/8, every defense for every method on the first.
 """
@@ -36,6 +37,7 @@ from modeling_confounder import CIFAR10_MODEL
 from training.data import add_data_arguments
 from training.defenses import DEFENSES, build_defenses
 from training.methods import METHODS, TRANSFERABLE
+from training.transformers_models import TRANSFORMERS_VICTIMS
 from training.victim import bf16_victims_error
 
 from .plan import plan_cells
@@ -90,7 +92,7 @@ PROTOCOLS = {
                  "validation_split": "validation", "test_rows": None, "resolution": 80, "photos": 1, "crop_scale": 0.35,
                  "balanced": 1, "methods": QUICK_DATA["methods"], "transfer_methods": [],
                  "victims": ["test_byobnet:30", "test_efficientnet:30", "pretrained_lite0:6",
-                             "pretrained_lite0_probe:5"], "epochs": 30, "bf16_victims": ["test_byobnet"],
+                             "pretrained_lite0_probe:5", "hf_convnext:20"], "epochs": 30, "bf16_victims": ["test_byobnet"],
                  "defenses": ["none", "color-jitter", "trivial-augment"], "defense_methods": QUICK_DATA["methods"],
                  "method_budget": 420.0, "em_rounds": 10, "em_train_steps": 20, "em_steps": 5, "tap_epochs": 10,
                  "tap_steps": 100, "confounder_steps": 3000, "pretrained_learning_rate": 0.02,
@@ -187,6 +189,21 @@ def victim_epochs(victims: list[str], epochs: int) -> dict[str, int]:
     return chosen
 
 
+def transformers_victims_error(args: argparse.Namespace) -> str | None:
+    """What the Trainer cannot do that the plan asks of a transformers victim (a batch defense, bfloat16), or
+    None."""
+    chosen = [victim for victim in args.victims if victim in TRANSFORMERS_VICTIMS]
+    if set(chosen) & set(args.bf16_victims):
+        return f"--bf16_victims: {' '.join(chosen)} train with the Trainer in float32; leave them out"
+    registry = build_defenses(num_classes=2)
+    batch_defenses = [name for name in args.defenses
+                      if registry[name].batch_transform is not None or registry[name].input_layer is not None]
+    if args.victims[0] in TRANSFORMERS_VICTIMS and batch_defenses:
+        return (f"--victims: the first victim trains under every defense, but {args.victims[0]} trains with the "
+                f"Trainer, which has no place for {' '.join(batch_defenses)}: put a timm victim first")
+    return None
+
+
 def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
     """Fills in the protocol's defaults and the options, checks the plan and records the command; raises
     ``ValueError`` for a usage error."""
@@ -204,6 +221,8 @@ def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
     if not bf16_given:  # the protocol's choice, for those of its victims that are running
         args.bf16_victims = [victim for victim in args.bf16_victims if victim in args.victims]
     if error := bf16_victims_error(args.bf16_victims, args.victims):
+        raise ValueError(error)
+    if error := transformers_victims_error(args):
         raise ValueError(error)
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: give 1 or more victims to train at once")

@@ -18,7 +18,8 @@ from training.data import ImageClassificationData
 from training.defenses import Defense, chain, resized_crop
 from training.models import architecture
 from training.pretrained import PRETRAINED_VICTIMS
-from training.victim import hardware_summary, logits, train_victim
+from training.transformers_models import TRANSFORMERS_VICTIMS
+from training.victim import hardware_summary, logits, train_victim, train_with_trainer
 
 from .plan import Cell
 from .protocols import OPTIONS
@@ -67,16 +68,22 @@ def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train
 
     test_images = as_scraper_sees(test.images)
     watched = None if validation is None else (as_scraper_sees(validation.images), validation.labels)
-    crop = None if args.crop_scale is None else partial(resized_crop, scale=args.crop_scale)
-    catcher = ModelCatcher(chain(crop, defense.batch_transform))
-    pretrained = cell.victim in PRETRAINED_VICTIMS and args.pretrained_learning_rate is not None
-    result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
-                          test.labels, train.num_classes, args.victim_epochs[cell.victim], args.batch_size,
-                          args.pretrained_learning_rate if pretrained else args.learning_rate, cell.seed,
-                          progress=progress, batch_transform=catcher,
-                          bf16=cell.victim in args.bf16_victims, validation=watched,
-                          input_layer=None if defense.input_layer is None else defense.input_layer())
-    probabilities = logits(catcher.model, test_images).softmax(1).numpy()
+    epochs = args.victim_epochs[cell.victim]
+    if cell.victim in TRANSFORMERS_VICTIMS:  # its own crop, in the Trainer's data pipeline
+        result, model = train_with_trainer(cell.victim, images, labels, test_images, test.labels, train.num_classes,
+                                           epochs, watched, cell.seed, args.crop_scale or 0.08, progress=progress)
+    else:
+        crop = None if args.crop_scale is None else partial(resized_crop, scale=args.crop_scale)
+        catcher = ModelCatcher(chain(crop, defense.batch_transform))
+        pretrained = cell.victim in PRETRAINED_VICTIMS and args.pretrained_learning_rate is not None
+        result = train_victim(cell.victim, f"{cell.method}/{cell.defense}", images, labels, test_images,
+                              test.labels, train.num_classes, epochs, args.batch_size,
+                              args.pretrained_learning_rate if pretrained else args.learning_rate, cell.seed,
+                              progress=progress, batch_transform=catcher,
+                              bf16=cell.victim in args.bf16_victims, validation=watched,
+                              input_layer=None if defense.input_layer is None else defense.input_layer())
+        model = catcher.model
+    probabilities = logits(model, test_images).softmax(1).numpy()
     test_labels = test.labels.numpy()
     correct = probabilities.argmax(1) == test_labels
     class_acc = [float(correct[test_labels == k].mean()) if (test_labels == k).any() else None
@@ -185,7 +192,7 @@ def victim_architectures(victims: list[str], surrogate: str) -> dict[str, dict]:
 
 
 def package_versions() -> dict[str, str]:
-    names = ("confounder-gan", "torch", "timm", "diffusers", "accelerate", "datasets", "numpy",
+    names = ("confounder-gan", "torch", "timm", "transformers", "diffusers", "accelerate", "datasets", "numpy",
              "scikit-image", "pillow", "matplotlib")
 
     def installed(name: str) -> str:
