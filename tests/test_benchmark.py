@@ -660,6 +660,13 @@ def test_victims_are_labelled_white_box_or_held_out():
     assert found["test_efficientnet"] == {"family": "efficientnet", "depthwise": True, "white_box": False}
 
 
+def test_the_report_says_how_each_victim_trains():
+    assert [markdown.recipe(victim) for victim in ("test_byobnet", "pretrained_lite0", "pretrained_lite0_probe",
+                                                   "hf_convnext")] == [
+        "from scratch", "ImageNet-pretrained, fine-tuned", "ImageNet-pretrained, a linear probe",
+        "from scratch with the 🤗 Trainer"]
+
+
 def test_validation_rows_come_from_the_end_of_the_training_rows():
     data = ImageClassificationData(torch.zeros(10, 2, 2, 3, dtype=torch.uint8), torch.arange(10), 10)
     train, validation = data.split_off(3)

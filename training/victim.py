@@ -261,6 +261,7 @@ def train_with_trainer(victim: str, train_images: torch.Tensor, train_labels: to
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
+    classifier.to(arguments.device)  # the Trainer moved the model (to a GPU if there is one), not the normalisation
     history = [entry["eval_accuracy"] for entry in trainer.state.log_history if "eval_accuracy" in entry]
     predicted = logits(classifier, test_images).argmax(1)
     train_acc = (logits(classifier, train_images).argmax(1) == train_labels).float().mean().item()
