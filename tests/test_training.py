@@ -47,11 +47,11 @@ def test_grayscale_dataset_with_other_class_count(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_training_through_a_scrapers_grayscale_and_jpeg_with_a_strided_surrogate(tmp_path, mode):
+def test_training_through_a_scrapers_grayscale_jpeg_and_colour_jitter_with_a_strided_surrogate(tmp_path, mode):
     dataset = tiny_dataset(tmp_path / "data", mode=mode, size=20)  # not a multiple of JPEG's 16-pixel blocks
     train.main(train_arguments(dataset, tmp_path / "run", "--scraper_transforms", "grayscale", "jpeg:10-20",
-                                          "--surrogate_model", "test_resnet:strided"))
-    assert "--scraper_transforms grayscale jpeg:10-20" in (tmp_path / "run" / "README.md").read_text()
+                               "color-jitter", "--surrogate_model", "test_resnet:strided"))
+    assert "--scraper_transforms grayscale jpeg:10-20 color-jitter" in (tmp_path / "run" / "README.md").read_text()
 
 
 def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
