@@ -67,5 +67,6 @@ def test_the_benchmark_trains_it_beside_a_timm_victim(tmp_path):
                           "--methods", "clean", "random", "--defenses", "none", "--workers", "1",
                           "--victim_seeds", "0", "--options", "batch_size=16", "validation_rows=8"])
     runs = {(run["victim"], run["method"]): run for run in report["runs"]}
-    assert set(runs) == {(victim, method) for victim in ("test_resnet", "hf_convnext") for method in ("clean", "random")}
+    assert set(runs) == {(victim, method) for victim in ("test_resnet", "hf_convnext")
+                         for method in ("clean", "random")}
     assert len(runs["hf_convnext", "random"]["history"]) == 2 and runs["hf_convnext", "clean"]["n_train"] == 32

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from modeling_confounder.images import to_float
+from modeling_confounder.images import array_to_pil, to_float
 from modeling_confounder.pipeline import default_device
 from modeling_confounder.quality import image_quality
 
@@ -205,7 +205,7 @@ def as_dataset(images: torch.Tensor, labels: torch.Tensor, transform: Callable[[
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
-    rows = {"image": [Image.fromarray(image) for image in images.numpy()], "label": labels.tolist()}
+    rows = {"image": [array_to_pil(image) for image in images.numpy()], "label": labels.tolist()}
     dataset = Dataset.from_dict(rows, features=Features({"image": ImageFeature(), "label": Value("int64")}))
 
     def prepare(batch: dict) -> dict:
@@ -217,13 +217,14 @@ def as_dataset(images: torch.Tensor, labels: torch.Tensor, transform: Callable[[
 
 def train_with_trainer(victim: str, train_images: torch.Tensor, train_labels: torch.Tensor,
                        test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int, epochs: int,
-                       validation: tuple[torch.Tensor, torch.Tensor] | None, seed: int = 0, crop_scale: float = 0.08,
-                       learning_rate: float = TRAINER_LEARNING_RATE, progress: bool = True
+                       validation: tuple[torch.Tensor, torch.Tensor] | None, seed: int = 0,
+                       crop_scale: float | None = None, learning_rate: float = TRAINER_LEARNING_RATE,
+                       progress: bool = True
                        ) -> tuple[VictimResult, TransformersClassifier]:
     """Trains ``victim`` (a name of ``TRANSFORMERS_VICTIMS``) on uint8 NHWC RGB images at their own size the way
     the 🤗 image-classification guide does, from a config instead of a checkpoint: a ``Dataset`` of PIL images;
-    ``with_transform`` applying torchvision's ``RandomResizedCrop`` (at least ``crop_scale`` of the area;
-    torchvision's default 0.08) and a flip, ``ToTensor`` and ``Normalize`` with the image processor's mean and
+    ``with_transform`` applying torchvision's ``RandomResizedCrop`` (at least ``crop_scale`` of the area; None:
+    torchvision's default, 0.08) and a flip, ``ToTensor`` and ``Normalize`` with the image processor's mean and
     std; ``DefaultDataCollator``; the ``Trainer`` (AdamW, linear decay after a 10 % warm-up, weight decay 0.05)
     evaluating on the ``validation`` images after each epoch. Returns the result on the clean test images after
     the last epoch and the trained classifier; ``train_acc`` is on the training images without augmentation.
@@ -237,7 +238,8 @@ def train_with_trainer(victim: str, train_images: torch.Tensor, train_labels: to
     transformers.set_seed(seed)
     classifier = TransformersClassifier(victim, num_classes)
     normalize = transforms.Normalize(classifier.processor.image_mean, classifier.processor.image_std)
-    augment = transforms.Compose([transforms.RandomResizedCrop(train_images.shape[1], scale=(crop_scale, 1.0)),
+    scale = {} if crop_scale is None else {"scale": (crop_scale, 1.0)}  # {}: torchvision's default scale
+    augment = transforms.Compose([transforms.RandomResizedCrop(train_images.shape[1], **scale),
                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize])
     plain = transforms.Compose([transforms.ToTensor(), normalize])
     steps = epochs * -(-len(train_labels) // TRAINER_BATCH_SIZE)

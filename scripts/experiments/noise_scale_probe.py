@@ -1,10 +1,10 @@
 """Probe: does protecting full-size photos at their own pixel scale survive a scraper who shrinks them, and does
-``protect(noise_size=...)`` do better? The keyed ``DEFAULT_MODEL`` protects every training photo of
+noise made at a coarser scale do better? The keyed ``DEFAULT_MODEL`` protects every training photo of
 ``shared/data/clothing`` (each class its own key from one secret), once with the noise at the photo's own pixels
 (``protect``) and once made on a copy shrunk to a shorter side of ``--noise_size`` and resized back onto the photo
-(``coarse_protect``, what ``protect(noise_size=...)`` did before it was removed); the scraper then resizes the photos' centre squares to ``--resolution`` and
-trains victims from there as the clothing protocol does (random resized crops of 35–100 % of the area), tested on
-clean photos (balanced accuracy; the validation split watches the epochs). One seed.
+(``coarse_protect``); the scraper then resizes the photos' centre squares to ``--resolution`` and trains victims
+from there as the clothing protocol does (random resized crops of 35–100 % of the area), tested on clean photos
+(balanced accuracy; the validation split watches the epochs). One seed.
 
     python -m scripts.experiments.noise_scale_probe --output results/experiments/noise_scale_probe.json
 """

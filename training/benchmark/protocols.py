@@ -35,7 +35,7 @@ from pathlib import Path
 
 from modeling_confounder import CIFAR10_MODEL
 from training.data import add_data_arguments
-from training.defenses import DEFENSES, build_defenses
+from training.defenses import DEFENSES, Defense, build_defenses
 from training.methods import METHODS, TRANSFERABLE
 from training.transformers_models import TRANSFORMERS_VICTIMS
 from training.victim import bf16_victims_error
@@ -60,7 +60,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "validation_rows": (int, "the last training rows that become clean validation images instead"),
     "validation_split": (str, "a split of clean validation images (instead of validation_rows)"),
     "photos": (int, "1: protected sets go through the full-size photos their owners publish (training.photos)"),
-    "crop_scale": (float, "victims train on random resized crops of at least this share of the area (none: no such crop)"),
+    "crop_scale": (float, ("victims train on random resized crops of at least this share of the area (none: no "
+                           "such crop; torchvision's default for the Trainer's victims)")),
     "pretrained_learning_rate": (float, "peak learning rate of the pretrained victims (none: learning_rate)"),
     "balanced": (int, "1: tables and sanity rows use balanced accuracy (the mean per-class recall)"),
     "protected_class": (int, "the class that the one-class defense protects"),
@@ -89,10 +90,11 @@ PROTOCOLS = {
     "pretrained": {**QUICK_DATA, "victims": ["pretrained_lite0:5"], "defenses": ["none"], "defense_methods": [],
                    "pretrained_learning_rate": 0.02, "clean_floor": 0.70, "budget_minutes": None},
     "clothing": {**COMMON, "dataset_name": "../shared/data/clothing", "train_rows": None, "validation_rows": 0,
-                 "validation_split": "validation", "test_rows": None, "resolution": 80, "photos": 1, "crop_scale": 0.35,
-                 "balanced": 1, "methods": QUICK_DATA["methods"], "transfer_methods": [],
+                 "validation_split": "validation", "test_rows": None, "resolution": 80, "photos": 1,
+                 "crop_scale": 0.35, "balanced": 1, "methods": QUICK_DATA["methods"], "transfer_methods": [],
                  "victims": ["test_byobnet:30", "test_efficientnet:30", "pretrained_lite0:6",
-                             "pretrained_lite0_probe:5", "hf_convnext:20"], "epochs": 30, "bf16_victims": ["test_byobnet"],
+                             "pretrained_lite0_probe:5", "hf_convnext:20"], "epochs": 30,
+                 "bf16_victims": ["test_byobnet"],
                  "defenses": ["none", "color-jitter", "trivial-augment"], "defense_methods": QUICK_DATA["methods"],
                  "method_budget": 420.0, "em_rounds": 10, "em_train_steps": 20, "em_steps": 5, "tap_epochs": 10,
                  "tap_steps": 100, "confounder_steps": 3000, "pretrained_learning_rate": 0.02,
@@ -189,13 +191,12 @@ def victim_epochs(victims: list[str], epochs: int) -> dict[str, int]:
     return chosen
 
 
-def transformers_victims_error(args: argparse.Namespace) -> str | None:
-    """What the Trainer cannot do that the plan asks of a transformers victim (a batch defense, bfloat16), or
-    None."""
+def transformers_victims_error(args: argparse.Namespace, registry: dict[str, Defense]) -> str | None:
+    """What the Trainer cannot do that the plan asks of a transformers victim (a batch defense of ``registry``,
+    bfloat16), or None."""
     chosen = [victim for victim in args.victims if victim in TRANSFORMERS_VICTIMS]
     if set(chosen) & set(args.bf16_victims):
         return f"--bf16_victims: {' '.join(chosen)} train with the Trainer in float32; leave them out"
-    registry = build_defenses(num_classes=2)
     batch_defenses = [name for name in args.defenses
                       if registry[name].batch_transform is not None or registry[name].input_layer is not None]
     if args.victims[0] in TRANSFORMERS_VICTIMS and batch_defenses:
@@ -222,13 +223,14 @@ def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
         args.bf16_victims = [victim for victim in args.bf16_victims if victim in args.victims]
     if error := bf16_victims_error(args.bf16_victims, args.victims):
         raise ValueError(error)
-    if error := transformers_victims_error(args):
+    registry = build_defenses(num_classes=2)  # which defenses exist and what they do, not their settings
+    if error := transformers_victims_error(args, registry):
         raise ValueError(error)
     if args.workers < 1:
         raise ValueError(f"--workers {args.workers}: give 1 or more victims to train at once")
     # A plan with a defense that runs nothing is a usage error: said before any data loads.
     plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
-               build_defenses(num_classes=2), args.victim_seeds)
+               registry, args.victim_seeds)
     args.command = shlex.join(["python", "-m", "training.benchmark", *(sys.argv[1:] if argv is None else argv)])
 
 

@@ -71,7 +71,7 @@ def run_cell(cell: Cell, defense: Defense, protected: torch.Tensor | None, train
     epochs = args.victim_epochs[cell.victim]
     if cell.victim in TRANSFORMERS_VICTIMS:  # its own crop, in the Trainer's data pipeline
         result, model = train_with_trainer(cell.victim, images, labels, test_images, test.labels, train.num_classes,
-                                           epochs, watched, cell.seed, args.crop_scale or 0.08, progress=progress)
+                                           epochs, watched, cell.seed, args.crop_scale, progress=progress)
     else:
         crop = None if args.crop_scale is None else partial(resized_crop, scale=args.crop_scale)
         catcher = ModelCatcher(chain(crop, defense.batch_transform))
@@ -178,7 +178,8 @@ def settings_digest(args: argparse.Namespace) -> str:
 
 
 def same_training(run: dict, args: argparse.Namespace) -> bool:
-    """Whether an earlier ``run`` trained its victim as ``args`` would: as many epochs, the same bfloat16 choice."""
+    """Whether an earlier ``run`` trained its victim as ``args`` would: as many epochs (its history holds one
+    accuracy per epoch), the same bfloat16 choice."""
     return (len(run["history"]) == args.victim_epochs.get(run["victim"])
             and run.get("bf16", False) == (run["victim"] in args.bf16_victims))
 

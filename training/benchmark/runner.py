@@ -310,7 +310,8 @@ def run(args: argparse.Namespace) -> dict:
     cells = plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
                        defenses, args.victim_seeds)
     variants = protected_sets(cells, build_methods(args, train.num_classes), defenses, args.transfer_surrogate)
-    photos = Photos(args.dataset_name, args.train_split, args.image_column_name, args.train_rows) if args.photos else None
+    photos = (Photos(args.dataset_name, args.train_split, args.image_column_name, args.train_rows)
+              if args.photos else None)
     cache = PerturbationCache(args.cache_dir, train, salt="" if photos is None else "published photos")
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
