@@ -50,8 +50,9 @@ def test_grayscale_dataset_with_other_class_count(tmp_path):
 def test_training_through_a_scrapers_grayscale_jpeg_and_colour_jitter_with_a_strided_surrogate(tmp_path, mode):
     dataset = tiny_dataset(tmp_path / "data", mode=mode, size=20)  # not a multiple of JPEG's 16-pixel blocks
     train.main(train_arguments(dataset, tmp_path / "run", "--scraper_transforms", "grayscale", "jpeg:10-20",
-                               "color-jitter", "--surrogate_model", "test_resnet:strided"))
-    assert "--scraper_transforms grayscale jpeg:10-20 color-jitter" in (tmp_path / "run" / "README.md").read_text()
+                               "resized-crop+color-jitter", "--surrogate_model", "test_resnet:strided"))
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "--scraper_transforms grayscale jpeg:10-20 resized-crop+color-jitter" in card
 
 
 def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
@@ -69,7 +70,8 @@ def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
     (["--generator_config", "depth=3"], "expected KEY=VALUE with KEY one of width, blocks, upsampling"),
     (["--generator_config", "width=wide"], "--generator_config width= takes a whole number"),
     (["--generator_config", "upsampling=nearest"], "upsampling must be one of pixel_shuffle, bilinear"),
-    (["--scraper_transforms", "grayscale:10-20"], "expected one of grayscale, jpeg, color-jitter or jpeg:LOW-HIGH"),
+    (["--scraper_transforms", "grayscale:10-20"], "jpeg, color-jitter, resized-crop or jpeg:LOW-HIGH, or a chain"),
+    (["--scraper_transforms", "resized-crop+blur"], "got 'resized-crop+blur'"),
     (["--epsilon", "300"], "epsilon is in pixel levels out of 255"),
     (["--train_rows", "100"], "expected START:STOP"),
 ])
@@ -137,7 +139,20 @@ def test_scraper_transforms_keep_shape_and_gradient_and_draw_per_image():
         jittered.sum().backward()
         assert colours.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"unknown scraper transform\(s\) \['blur'\]: choose from"):
-        scraper_transforms(images, ["blur"])
+        scraper_transforms(images, ["grayscale+blur"])
+
+
+def test_resized_crops_rescale_each_image_and_chains_apply_both():
+    torch.manual_seed(0)  # kornia draws its crops from torch's global generator
+    images = torch.rand(64, 3, 16, 16, requires_grad=True)
+    cropped = scraper_transforms(images, ["resized-crop"], generator=torch.Generator().manual_seed(0))
+    changed = (cropped != images).flatten(1).any(1)
+    assert cropped.shape == images.shape and 0 < changed.sum() < 64
+    chained = scraper_transforms(images, ["resized-crop+grayscale"], generator=torch.Generator().manual_seed(0))
+    both = (chained != images).flatten(1).any(1)
+    assert torch.allclose(chained[both][:, 0], chained[both][:, 1])  # cropped, then in gray
+    chained.sum().backward()
+    assert images.grad.abs().sum() > 0
 
 
 def test_resume_continues_from_the_checkpoint(dataset, tmp_path, capsys):

@@ -3,8 +3,9 @@
 - ``crop_and_flip``: the victim's standard augmentation: random crop with zero padding of 1/8 of the side (4 px at
   32×32) and horizontal flip, drawn per image.
 - ``scraper_transforms``: the cheap defenses a scraper applies: grayscale and JPEG at a low quality (Liu et al.,
-  "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them), and colour jitter (the benchmark's
-  ``color-jitter`` defense, which undoes a per-class colour offset). The JPEG codec is kornia's differentiable one
+  "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them), colour jitter (the benchmark's
+  ``color-jitter`` defense, which undoes a per-class colour offset) and the random resized crop of photo pipelines
+  (which rescales a fine spatial pattern). ``A+B`` chains two, as a photo pipeline does (``resized-crop+color-jitter``). The JPEG codec is kornia's differentiable one
   (Reich et al., "Differentiable JPEG: The Devil is in the Details", WACV 2024), so the min-min term can ask for
   noise that stays a shortcut after compression; kornia's colour jitter is differentiable too.
 
@@ -17,13 +18,19 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from kornia.augmentation import ColorJitter
+from kornia.augmentation import ColorJitter, RandomResizedCrop
 from kornia.enhance import jpeg_codec_differentiable
 
 from modeling_confounder.images import luma
 
-SCRAPER_TRANSFORMS = ("grayscale", "jpeg", "color-jitter")
+SCRAPER_TRANSFORMS = ("grayscale", "jpeg", "color-jitter", "resized-crop")
 COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation (±40 %) and hue (±0.1), drawn per image
+RESIZED_CROP_SCALE = (0.35, 1.0)  # share of the area, as the benchmark's clothing victims crop
+
+
+def unknown_transforms(transforms: Sequence[str]) -> list[str]:
+    """The names in ``transforms`` (each one transform or a chain ``A+B``) that are not scraper transforms."""
+    return sorted({part for name in transforms for part in name.split("+")} - set(SCRAPER_TRANSFORMS))
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -44,12 +51,13 @@ def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None
 
 def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_quality: Sequence[float] = (10, 50),
                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image as it is, or through one of ``transforms`` (uniformly drawn per image; JPEG quality uniform in
-    ``jpeg_quality``). Grayscale images (one channel) are compressed as luma. ``generator`` draws the choices and
-    qualities; kornia's colour jitter draws its own strengths from torch's global generator."""
-    unknown = set(transforms) - set(SCRAPER_TRANSFORMS)
-    if unknown:
-        raise ValueError(f"unknown scraper transform(s) {sorted(unknown)}: choose from {SCRAPER_TRANSFORMS}")
+    """Each image as it is, or through one of ``transforms`` (uniformly drawn per image; a chain ``A+B`` applies
+    A, then B; JPEG quality uniform in ``jpeg_quality``). Grayscale images (one channel) are compressed as luma.
+    ``generator`` draws the choices and qualities; kornia's colour jitter and crops draw theirs from torch's global
+    generator."""
+    if unknown := unknown_transforms(transforms):
+        raise ValueError(f"unknown scraper transform(s) {unknown}: choose from {SCRAPER_TRANSFORMS} or chain them "
+                         "with +")
     if not transforms:
         return images
     choice = torch.randint(0, len(transforms) + 1, (len(images),), generator=generator).to(images.device)
@@ -59,17 +67,22 @@ def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_qua
         # Only the images that drew this transform go through it: JPEG is the costly part of a training step.
         chosen = choice == index
         if chosen.any():
-            scraped = scraped.index_put((chosen,), scraper_view(name, images[chosen], qualities[chosen]))
+            view = images[chosen]
+            for part in name.split("+"):
+                view = scraper_view(part, view, qualities[chosen])
+            scraped = scraped.index_put((chosen,), view)
     return scraped
 
 
 def scraper_view(name: str, images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     """``images`` in gray (as three equal channels for colour ones), colour-jittered (brightness and contrast only
-    for gray ones) or JPEG-compressed at per-image ``quality``."""
+    for gray ones), a random resized crop of each at its own size, or JPEG-compressed at per-image ``quality``."""
     gray = images.shape[1] == 1
     if name == "grayscale":
         return images if gray else luma(images).expand_as(images)
     if name == "color-jitter":
         return ColorJitter(*COLOR_JITTER[:2 if gray else 4], p=1.0)(images)
+    if name == "resized-crop":
+        return RandomResizedCrop(images.shape[-2:], scale=RESIZED_CROP_SCALE, p=1.0)(images)
     decoded = jpeg_codec_differentiable(images.expand(-1, 3, -1, -1) if gray else images, quality)
     return decoded[:, :1] if gray else decoded
