@@ -630,6 +630,19 @@ def test_adding_a_victim_keeps_the_runs_of_the_others(dataset, tmp_path, monkeyp
     assert trained == ["mobilenetv3_small_050"] and both["resumed_runs"] == 1
 
 
+def test_a_method_whose_protected_set_changed_retrains_its_victims(dataset, tmp_path, monkeypatch):
+    extra = ("--methods", "clean", "random", "--defenses", "none", "--victims", "test_resnet")
+    runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    # new weights of a shipped generator, or new code of a method, change its settings digest but no flag
+    settings = methods.UniformNoise.settings
+    monkeypatch.setattr(methods.UniformNoise, "settings", lambda self: {**settings(self), "version": 2})
+    trained, real_run_cell = [], runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.method)
+                        or real_run_cell(cell, *args, **kwargs))
+    again = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    assert trained == ["random"] and again["resumed_runs"] == 1
+
+
 def test_tables_show_the_mean_and_standard_error_over_seeds():
     assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
     assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)

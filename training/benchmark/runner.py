@@ -161,6 +161,16 @@ def earlier_report(results_json: Path, settings_digest: str) -> dict:
     return earlier
 
 
+def reusable_runs(runs: list[dict], cells: list[Cell], variants: dict[str, Method],
+                  args: argparse.Namespace) -> dict[tuple, dict]:
+    """The earlier ``runs`` that a rerun keeps, by ``run_key``: those of a planned cell whose victim trained as
+    ``args`` would (``same_training``) on the same protected set (the method's settings digest, which covers a
+    shipped generator's weights), so that new weights or settings retrain a method's victims."""
+    earlier = {run_key(run): run for run in runs if same_training(run, args)}
+    return {run_key(cell): earlier[run_key(cell)] for cell in cells if run_key(cell) in earlier
+            and earlier[run_key(cell)].get("protected_set") == variants[cell.variant].digest()}
+
+
 class PlanRun:
     """Makes (or reads) each protected set and trains its victims, ``args.workers`` at a time; writes the
     report after each victim, then the tables and figures.
@@ -233,7 +243,7 @@ class PlanRun:
         done, _ = wait(self.running, return_when=FIRST_COMPLETED)
         for future in done:
             index, cell = self.running.pop(future)
-            run = self.finished[index] = future.result()
+            run = self.finished[index] = {**future.result(), "protected_set": self.variants[cell.variant].digest()}
             self.bar.update()
             tqdm.write(f"{cell.victim:20s} {cell.method:20s} {cell.defense:11s} seed {cell.seed} "
                        f"test {run['test_acc']:6.1%} train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s")
@@ -316,7 +326,7 @@ def run(args: argparse.Namespace) -> dict:
     to_generate = {label: method for label, method in variants.items()
                    if not isinstance(method, Clean) and not cache.path(label, method).exists()}
     earlier = earlier_report(args.output_dir / "results.json", settings_digest(args))
-    done = {run_key(run): run for run in earlier.get("runs", []) if same_training(run, args)}
+    done = reusable_runs(earlier.get("runs", []), cells, variants, args)
     remaining = [cell for cell in cells if run_key(cell) not in done]
     if done:
         print(f"Resuming {args.output_dir / 'results.json'}: {len(cells) - len(remaining)} of {len(cells)} "
