@@ -28,12 +28,19 @@ Noise that survives a scraper's grayscale and JPEG (quality 10-50), made against
         --scraper_transforms grayscale jpeg:10-50 --surrogate_model test_resnet resnet18:strided \
         --output_dir runs/cifar10-scraper
 
-The keyed generator shipped as ``DEFAULT_MODEL`` (owner keys: a fresh random key per class of every batch):
+The keyed generator shipped as ``DEFAULT_MODEL`` (owner keys: a fresh random key per class of every batch),
+8,000 steps, then 3,000 more through a photo scraper's colour jitter and random resized crops:
 
     accelerate launch --cpu --num_processes 1 --mixed_precision bf16 -m training.train \
         --dataset_name ../shared/data/cifar10 --train_rows 0:25000 --generator_config key_dim=256 \
         --surrogate_model test_resnet:strided --label_dropout 0 --num_train_epochs 50 --max_train_steps 8000 \
         --checkpointing_steps 1000 --output_dir runs/keyed
+    accelerate launch --cpu --num_processes 1 --mixed_precision bf16 -m training.train \
+        --dataset_name ../shared/data/cifar10 --train_rows 0:25000 --generator_config key_dim=256 \
+        --surrogate_model test_resnet:strided --label_dropout 0 \
+        --scraper_transforms color-jitter resized-crop resized-crop+color-jitter --num_train_epochs 60 \
+        --max_train_steps 11000 --checkpointing_steps 1000 --resume_from_checkpoint runs/keyed/checkpoint-8000 \
+        --output_dir runs/keyed-scraper
 
 Resume: ``--resume_from_checkpoint latest`` (or a ``checkpoint-STEP`` folder) continues where a run stopped.
 """
