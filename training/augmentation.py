@@ -5,9 +5,10 @@
 - ``scraper_transforms``: the cheap defenses a scraper applies: grayscale and JPEG at a low quality (Liu et al.,
   "Image Shortcut Squeezing", ICML 2023, break most unlearnable noise with them), colour jitter (the benchmark's
   ``color-jitter`` defense, which undoes a per-class colour offset) and the random resized crop of photo pipelines
-  (which rescales a fine spatial pattern). ``A+B`` chains two, as a photo pipeline does (``resized-crop+color-jitter``). The JPEG codec is kornia's differentiable one
-  (Reich et al., "Differentiable JPEG: The Devil is in the Details", WACV 2024), so the min-min term can ask for
-  noise that stays a shortcut after compression; kornia's colour jitter is differentiable too.
+  (which rescales a fine spatial pattern). ``A+B`` chains two, as a photo pipeline does
+  (``resized-crop+color-jitter``). The JPEG codec is kornia's differentiable one (Reich et al., "Differentiable
+  JPEG: The Devil is in the Details", WACV 2024), so the min-min term can ask for noise that stays a shortcut after
+  compression; kornia's colour jitter and crops are differentiable too.
 
 Images are NCHW float tensors in [0, 1].
 """
@@ -28,9 +29,12 @@ COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation (±40 %)
 RESIZED_CROP_SCALE = (0.35, 1.0)  # share of the area, as the benchmark's clothing victims crop
 
 
-def unknown_transforms(transforms: Sequence[str]) -> list[str]:
-    """The names in ``transforms`` (each one transform or a chain ``A+B``) that are not scraper transforms."""
-    return sorted({part for name in transforms for part in name.split("+")} - set(SCRAPER_TRANSFORMS))
+def check_transforms(transforms: Sequence[str]) -> None:
+    """Raises ``ValueError`` naming the transforms in ``transforms`` (each one or a chain ``A+B``) that are not
+    scraper transforms."""
+    if unknown := sorted({part for name in transforms for part in name.split("+")} - set(SCRAPER_TRANSFORMS)):
+        raise ValueError(f"unknown scraper transform(s) {unknown}: choose from {SCRAPER_TRANSFORMS} or chain them "
+                         "with +")
 
 
 def crop_and_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -55,9 +59,7 @@ def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_qua
     A, then B; JPEG quality uniform in ``jpeg_quality``). Grayscale images (one channel) are compressed as luma.
     ``generator`` draws the choices and qualities; kornia's colour jitter and crops draw theirs from torch's global
     generator."""
-    if unknown := unknown_transforms(transforms):
-        raise ValueError(f"unknown scraper transform(s) {unknown}: choose from {SCRAPER_TRANSFORMS} or chain them "
-                         "with +")
+    check_transforms(transforms)
     if not transforms:
         return images
     choice = torch.randint(0, len(transforms) + 1, (len(images),), generator=generator).to(images.device)
@@ -67,9 +69,9 @@ def scraper_transforms(images: torch.Tensor, transforms: Sequence[str], jpeg_qua
         # Only the images that drew this transform go through it: JPEG is the costly part of a training step.
         chosen = choice == index
         if chosen.any():
-            view = images[chosen]
+            view, quality = images[chosen], qualities[chosen]
             for part in name.split("+"):
-                view = scraper_view(part, view, qualities[chosen])
+                view = scraper_view(part, view, quality)
             scraped = scraped.index_put((chosen,), view)
     return scraped
 

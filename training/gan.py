@@ -29,7 +29,7 @@ from modeling_confounder.generator import UPSAMPLING
 from modeling_confounder.images import to_float
 
 from . import losses
-from .augmentation import SCRAPER_TRANSFORMS, crop_and_flip, scraper_transforms, unknown_transforms
+from .augmentation import check_transforms, crop_and_flip, scraper_transforms
 from .data import ImageClassificationData, load_classification_data
 from .fitting import Optimization, epoch_batches, fit_batches, make_optimizer
 from .models import KEY_EMBEDDING, KeyReader, create_classifier, noise_head
@@ -79,9 +79,7 @@ class GeneratorTrainingConfig:
             raise ValueError(f"epsilon is in pixel levels out of 255 (e.g. 8), got {self.epsilon}")
         if self.generator_upsampling not in (None, *UPSAMPLING):
             raise ValueError(f"upsampling must be one of {', '.join(UPSAMPLING)}, got {self.generator_upsampling!r}")
-        if unknown := unknown_transforms(self.scraper_transforms):
-            raise ValueError(f"unknown scraper transform(s) {unknown}: choose from {SCRAPER_TRANSFORMS} or chain "
-                             "them with +")
+        check_transforms(self.scraper_transforms)
         self.surrogate_stems()
 
     def surrogate_stems(self) -> list[tuple[str, str]]:

@@ -52,7 +52,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .augmentation import SCRAPER_TRANSFORMS, unknown_transforms
+from .augmentation import SCRAPER_TRANSFORMS, check_transforms
 from .data import add_data_arguments
 from .gan import GeneratorTrainingConfig, train_generator
 from .losses import LossWeights
@@ -72,15 +72,18 @@ def key_value(text: str) -> tuple[str, str]:
 
 def scraper_transform(text: str) -> tuple[str, tuple[float, float] | None]:
     """A transform of ``--scraper_transforms`` (``grayscale``, ``jpeg``, ``jpeg:LOW-HIGH``, ``color-jitter``,
-    ``resized-crop``) or a chain of them joined by ``+``."""
+    ``resized-crop``) or a chain of them joined by ``+``. ``jpeg:LOW-HIGH`` sets the quality range of every JPEG,
+    chained ones included."""
     name, _, qualities = text.partition(":")
     try:
+        check_transforms([name])
         low, high = (float(part) for part in qualities.split("-")) if qualities else (None, None)
+        valid = not qualities or name == "jpeg"
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected jpeg:LOW-HIGH (e.g. jpeg:10-50), got {text!r}") from None
-    if unknown_transforms([name]) or qualities and not name.endswith("jpeg"):
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(SCRAPER_TRANSFORMS)} or jpeg:LOW-HIGH, "
-                                         f"or a chain of them joined by + (resized-crop+color-jitter), got {text!r}")
+        valid = False
+    if not valid:
+        expected = f"one of {', '.join(SCRAPER_TRANSFORMS)} or jpeg:LOW-HIGH, or a chain of them joined by +"
+        raise argparse.ArgumentTypeError(f"expected {expected} (resized-crop+color-jitter), got {text!r}")
     return name, None if low is None else (low, high)
 
 
@@ -108,8 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        metavar="grayscale|jpeg[:LOW-HIGH]|color-jitter|resized-crop",
                        help="the surrogates see each protected image as it is or through one of these (drawn per "
                             "image), so the noise stays a shortcut after a scraper's grayscale, JPEG (quality "
-                            "drawn in LOW-HIGH, default 10-50), colour jitter or random resized crop (35-100 %% of "
-                            "the area); A+B chains two, as a photo pipeline does (resized-crop+color-jitter)")
+                            "drawn in LOW-HIGH, default 10-50, for every JPEG), colour jitter or random resized crop "
+                            "(35-100 %% of the area); A+B chains two, as a photo pipeline does "
+                            "(resized-crop+color-jitter)")
     loss = parser.add_argument_group("losses")
     loss.add_argument("--loss_weights", type=float, nargs=3, default=[1.0, 1.0, 0.05],
                       metavar=("MIN_MIN", "NOISE", "ADV"),
@@ -153,7 +157,7 @@ def parse_args(argv: list[str] | None = None) -> GeneratorTrainingConfig:
             generator[key] = int(generator[key])
     settings = {"surrogates": tuple(args.pop("surrogate_model")), "loss_weights": LossWeights(*args.pop("loss_weights")),
                 "learning_rates": tuple(args.pop("learning_rates")), "scraper_transforms": tuple(transforms),
-                "jpeg_quality": next(filter(None, transforms.values()), (10, 50)), "label_predictor_width": predictor[0],
+                "jpeg_quality": transforms.get("jpeg") or (10, 50), "label_predictor_width": predictor[0],
                 "label_predictor_epochs": (predictor + [20])[1], **generator, **args}
     try:
         return GeneratorTrainingConfig(**settings)

@@ -167,8 +167,9 @@ def reusable_runs(runs: list[dict], cells: list[Cell], variants: dict[str, Metho
     ``args`` would (``same_training``) on the same protected set (the method's settings digest, which covers a
     shipped generator's weights), so that new weights or settings retrain a method's victims."""
     earlier = {run_key(run): run for run in runs if same_training(run, args)}
+    digests = {label: method.digest() for label, method in variants.items()}
     return {run_key(cell): earlier[run_key(cell)] for cell in cells if run_key(cell) in earlier
-            and earlier[run_key(cell)].get("protected_set") == variants[cell.variant].digest()}
+            and earlier[run_key(cell)].get("protected_set") == digests[cell.variant]}
 
 
 class PlanRun:
@@ -190,6 +191,7 @@ class PlanRun:
         self.new = ImageClassificationData(test.images[:NEW_IMAGES], test.labels[:NEW_IMAGES], test.num_classes)
         self.samples: dict[str, torch.Tensor] = {}
         self.protected_paths: dict[str, Path | None] = {}  # the cache file of each set made (None: clean data)
+        self.digests = {label: method.digest() for label, method in variants.items()}  # stored with each run
         done = done or {}
         self.finished = {index: done[run_key(cell)] for index, cell in enumerate(cells) if run_key(cell) in done}
         self.waiting = [(index, cell) for index, cell in enumerate(cells) if index not in self.finished]
@@ -243,7 +245,7 @@ class PlanRun:
         done, _ = wait(self.running, return_when=FIRST_COMPLETED)
         for future in done:
             index, cell = self.running.pop(future)
-            run = self.finished[index] = {**future.result(), "protected_set": self.variants[cell.variant].digest()}
+            run = self.finished[index] = {**future.result(), "protected_set": self.digests[cell.variant]}
             self.bar.update()
             tqdm.write(f"{cell.victim:20s} {cell.method:20s} {cell.defense:11s} seed {cell.seed} "
                        f"test {run['test_acc']:6.1%} train {run['train_acc']:6.1%}  {run['seconds']:5.0f}s")
