@@ -565,12 +565,19 @@ def test_speed_summary_takes_the_median_and_range_of_each_number(tmp_path):
     assert "torch_threads" not in summary
 
 
+@pytest.mark.parametrize("limit", [["--time_limit_minutes", "9"], ["--time_limit_minutes=9"], ["--time_lim", "9"]])
+def test_the_recorded_command_regenerates_the_whole_report(limit):
+    args = protocols.parse_args(["--protocol", "defenses", *limit, "--defenses", "none"])
+    assert args.time_limit_minutes == 9
+    assert args.command == "python -m training.benchmark --protocol defenses --defenses none"
+
+
 def test_options_override_the_protocol_and_unknown_keys_are_usage_errors(capsys):
     args = protocols.parse_args(["--options", "em_rounds=3", "epsilon=4", "surrogate=mobilenetv3_small_050"])
     assert (args.em_rounds, args.epsilon, args.surrogate, args.tap_steps) == (3, 4.0, "mobilenetv3_small_050", 100)
     assert runner.build_methods(args, 10)["em"].step_size == pytest.approx(2.5 * 4 / 255 / 5)
-    for wrong, said in (("em_round=3", "KEY one of seed, epsilon, surrogate"), ("em_rounds=many", "em_rounds takes a value of type int"),
-                        ("em_rounds", "expected KEY=VALUE")):
+    for wrong, said in (("em_round=3", "KEY one of seed, epsilon, surrogate"),
+                        ("em_rounds=many", "em_rounds takes a value of type int"), ("em_rounds", "expected KEY=VALUE")):
         with pytest.raises(SystemExit):
             protocols.parse_args(["--options", wrong])
         assert said in capsys.readouterr().err

@@ -117,9 +117,9 @@ def test_output_inside_the_input_folder_is_not_protected_again(photos, model, ca
     assert "protected 0, skipped 5" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("arguments, message", [(["--epsilon", "0"], "--epsilon is in pixel levels"),
-                                                (["--label", "99"], "labels must be in"),
-                                                (["--model", "/no/such/model"], "could not load .*'/no/such/model': no such folder")])
+@pytest.mark.parametrize("arguments, message", [
+    (["--epsilon", "0"], "--epsilon is in pixel levels"), (["--label", "99"], "labels must be in"),
+    (["--model", "/no/such/model"], "could not load .*'/no/such/model': no such folder")])
 def test_usage_errors_are_explained(photos, model, tmp_path, arguments, message):
     arguments = ["--model", model, *arguments] if "--model" not in arguments else arguments
     with pytest.raises(SystemExit, match=message):

@@ -16,6 +16,7 @@ from modeling_confounder import ConfounderGenerator, protect
 from tests.helpers import tiny_dataset
 from training import evaluate, gan, key_removal, losses, owners, summarize, train, victim
 from training.augmentation import crop_and_flip, scraper_transforms
+from training.fitting import Optimization, make_optimizer
 from training.models import weights_digest
 
 
@@ -367,3 +368,13 @@ def test_balanced_accuracy_weighs_every_class_alike():
     labels = torch.tensor([0, 0, 0, 0, 1, 2])
     predicted = torch.tensor([0, 0, 0, 0, 2, 2])  # 5 of 6 right, but class 1 never
     assert victim.balanced_accuracy(predicted, labels) == pytest.approx((1 + 0 + 1) / 3)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 10, 40])
+def test_one_cycle_schedule_runs_however_few_the_steps(steps):
+    model = torch.nn.Linear(2, 2)
+    optimizer, schedule = make_optimizer(model, Optimization("sgd", 0.1, warmup=0.25), steps)
+    for _ in range(steps):
+        optimizer.step()
+        schedule.step()
+    assert 0 < schedule.get_last_lr()[0] <= 0.1

@@ -46,8 +46,10 @@ def make_optimizer(model: nn.Module, optimization: Optimization, total_steps: in
         raise ValueError(f"unknown optimizer {optimization.optimizer!r}: choose 'sgd' or 'adam'")
     if optimization.warmup is None:
         return optimizer, None
+    # Warm-up shorter than two steps is none: OneCycleLR divides by zero on a one-step phase.
+    warmup = optimization.warmup if optimization.warmup * total_steps >= 2 else 0.0
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, optimization.learning_rate, total_steps=total_steps,
-                                                   pct_start=optimization.warmup)
+                                                   pct_start=warmup)
     return optimizer, schedule
 
 

@@ -9,8 +9,9 @@ padding and BatchNorm ε = 1e-3, the two things the TF checkpoint was trained wi
 variances are 0) moves them by up to about 3 on random inputs. BatchNorm momentum stays timm's 0.1 (the source used
 0.01).
 
-Mapping rule (``timm_state_dict``): the stem, head and classifier are renamed one to one (``_conv_stem`` →
-``conv_stem``, ``_bn0`` → ``bn1``, ``_conv_head`` → ``conv_head``, ``_bn1`` → ``bn2``, ``_fc`` → ``classifier``);
+Mapping rule (``timm_state_dict``): the stem, head and classifier are renamed one to one
+(``_conv_stem`` → ``conv_stem``, ``_bn0`` → ``bn1``, ``_conv_head`` → ``conv_head``, ``_bn1`` → ``bn2``,
+``_fc`` → ``classifier``);
 source block ``_blocks.i`` is the i-th block of timm's ``blocks`` read stage by stage; inside a block each
 convolution is renamed by its role and each BatchNorm takes the name of the one after the same convolution in timm.
 

@@ -155,7 +155,8 @@ def parse_args(argv: list[str] | None = None) -> GeneratorTrainingConfig:
             parser.error(f"--generator_config {key.removeprefix('generator_')}= takes a whole number")
         elif key in generator:
             generator[key] = int(generator[key])
-    settings = {"surrogates": tuple(args.pop("surrogate_model")), "loss_weights": LossWeights(*args.pop("loss_weights")),
+    settings = {"surrogates": tuple(args.pop("surrogate_model")),
+                "loss_weights": LossWeights(*args.pop("loss_weights")),
                 "learning_rates": tuple(args.pop("learning_rates")), "scraper_transforms": tuple(transforms),
                 "jpeg_quality": transforms.get("jpeg") or (10, 50), "label_predictor_width": predictor[0],
                 "label_predictor_epochs": (predictor + [20])[1], **generator, **args}

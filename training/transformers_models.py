@@ -1,5 +1,5 @@
-"""🤗 ``transformers`` image classifiers as victims: the models a scraper of this ecosystem trains with the ``Trainer``
-(``training.victim.train_with_trainer``), built from a config since nothing is downloaded here.
+"""🤗 ``transformers`` image classifiers as victims: the models a scraper of this ecosystem trains with the
+``Trainer`` (``training.victim.train_with_trainer``), built from a config since nothing is downloaded here.
 
 ``TRANSFORMERS_VICTIMS`` names them: ``hf_convnext``, a small ConvNeXt (1.2 M parameters, depthwise 7×7
 convolutions), of a family that none of the benchmark's surrogates (timm ResNets) belongs to.

@@ -231,7 +231,20 @@ def complete(args: argparse.Namespace, argv: list[str] | None) -> None:
     # A plan with a defense that runs nothing is a usage error: said before any data loads.
     plan_cells(args.methods, args.victims, args.defenses, args.defense_methods, args.transfer_methods,
                registry, args.victim_seeds)
-    args.command = shlex.join(["python", "-m", "training.benchmark", *(sys.argv[1:] if argv is None else argv)])
+    args.command = shlex.join(["python", "-m", "training.benchmark", *regenerating(sys.argv[1:] if argv is None
+                                                                                  else argv)])
+
+
+def regenerating(argv: list[str]) -> list[str]:
+    """``argv`` without ``--time_limit_minutes``, which only stops a run early: the rest regenerates the report."""
+    kept, skip = [], False
+    for argument in argv:
+        flag, equals, _ = argument.partition("=")
+        limit = flag.startswith("--ti") and "--time_limit_minutes".startswith(flag)  # argparse takes prefixes
+        if not (skip or limit):
+            kept.append(argument)
+        skip = limit and not equals
+    return kept
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
