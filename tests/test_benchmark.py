@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from modeling_confounder import ConfounderGenerator
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator
 from tests.helpers import tiny_dataset
 from training import attacks, methods, speed
 from training.augmentation import crop_and_flip
@@ -35,6 +35,7 @@ from training.defenses import (
     trivial_augment,
 )
 from training.methods import METHODS
+from training.models import weights_digest
 from training.victim import train_victim
 
 TINY_BUDGETS = ["--epochs", "1", "--workers", "1", "--options", "batch_size=16", "em_rounds=1", "em_train_steps=1",
@@ -125,9 +126,10 @@ def test_every_protected_training_set_stays_within_epsilon(report, folders):
 
 
 @pytest.mark.parametrize("name", [name for name in METHODS if name != "confounder-trained"])
-def test_new_images_are_protected_within_epsilon(name):
+def test_new_images_are_protected_within_epsilon(name, tmp_path):
     """``perturb`` on images that ``fit`` never saw (confounder-trained shares ConfounderGAN.perturb)."""
-    method = runner.build_methods(protocols.parse_args(TINY_BUDGETS), num_classes=4)[name]
+    args = protocols.parse_args([*TINY_BUDGETS, "--cache_dir", str(tmp_path)])
+    method = runner.build_methods(args, num_classes=4)[name]
     images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
     labels = torch.arange(8) % 4
     method.fit(images[:4], labels[:4])
@@ -173,6 +175,17 @@ def test_tap_under_a_tiny_budget_takes_at_least_one_pgd_step():
     assert 1 <= tap.pgd_steps <= tap.steps and tap.surrogate_steps >= 1
     assert_within_epsilon(protected, images)
     assert_within_epsilon(tap.perturb(images, labels), images)
+
+
+def test_the_keyed_generator_is_fine_tuned_in_the_run_and_protects_with_keys(tmp_path):
+    args = protocols.parse_args([*TINY_BUDGETS, "--cache_dir", str(tmp_path)])
+    method = runner.build_methods(args, num_classes=4)["confounder-keyed-tuned"]
+    images, labels = tiny_images()
+    assert_within_epsilon(method.fit(images, labels), images)
+    tuned, shipped = (ConfounderGenerator.from_pretrained(model) for model in (method.protector.model, DEFAULT_MODEL))
+    assert tuned.config.key_dim == shipped.config.key_dim > 0
+    assert weights_digest(tuned) != weights_digest(shipped) == method.settings()["model_weights"]
+    assert method.pretrained and not methods.TrainedConfounderGAN().pretrained
 
 
 def test_the_budget_is_part_of_the_cache_key():
@@ -237,12 +250,12 @@ def test_a_rerun_only_retrains_victims(dataset, report, folders, tmp_path, monke
 
 def test_grayscale_two_class_data_like_pneumoniamnist(tmp_path):
     dataset = tiny_dataset(tmp_path / "gray", mode="L", classes=2, size=28)
-    report = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache",
-                                      "--victims", "test_resnet", "--methods", *METHODS,
-                                      "--defenses", "none", "grayscale", "jpeg10", "transfer",
-                                      "--defense_methods", "confounder",
-                                      "--transfer_methods", "confounder-trained"))
-    assert len(report["runs"]) == len(METHODS) + 3 and report["majority_rate"] == pytest.approx(0.5)
+    rgb_only = ["confounder-keyed-tuned"]  # fine-tunes the shipped generator, which takes colour images
+    report = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", "--victims", "test_resnet",
+                                   "--methods", *(method for method in METHODS if method not in rgb_only),
+                                   "--defenses", "none", "grayscale", "jpeg10", "transfer",
+                                   "--defense_methods", "confounder", "--transfer_methods", "confounder-trained"))
+    assert len(report["runs"]) == len(METHODS) - 1 + 3 and report["majority_rate"] == pytest.approx(0.5)
     assert all(0 <= run["auc"] <= 1 and len(run["class_acc"]) == 2 for run in report["runs"])
     assert all(0 < quality["linf_pixels"] <= 8 for quality in report["quality"].values())
     assert "majority-class rate of the test set 50.0%" in (tmp_path / "out" / "results.md").read_text()
@@ -355,7 +368,7 @@ def test_the_quick_protocol_fits_its_hour():
     torch.set_num_threads(2)  # the budget is in CPU-seconds: wall seconds on both cores
     try:
         to_generate = {label: method for label, method in runner.build_methods(args, 10).items()
-                       if method.budget_wall_seconds() is not None}
+                       if label in args.methods and method.budget_wall_seconds() is not None}
         estimate = plan.estimate_seconds(cells, registry, to_generate, 9_000, 2_000, args.victim_epochs, None,
                                          args.bf16_victims, lambda name, stem, bf16: victims[(name, stem, bf16)],
                                          n_validation=1_000)

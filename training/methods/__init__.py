@@ -19,7 +19,8 @@ surrogate classifier, a generator); ``perturb`` then protects new images with wh
   Poisons", NeurIPS 2021).
 - ``ConfounderGAN`` / ``TrainedConfounderGAN`` (``generators``): the generator of this repo (Tian et al.,
   "ConfounderGAN: Protecting Image Data Privacy with Causal Confounder", NeurIPS 2022, arXiv 2212.01767),
-  shipped (pre-trained) or trained in the run by ``training.gan.train_generator``.
+  shipped (pre-trained), trained in the run by ``training.gan.train_generator``, or the shipped keyed one
+  fine-tuned in the run on the images it protects (``confounder-keyed-tuned``).
 
 EM, TAP and the trained generator learn inside the run, with full-resolution surrogates. Their settings (rounds,
 epochs, steps) are fields set by the benchmark's ``--options``; ``method_budget`` gives each the same budget in
@@ -56,6 +57,7 @@ METHODS: dict[str, Callable[[Namespace, int], Method]] = {
     "confounder-label-free": partial(ConfounderGAN.from_options, use_labels=False),
     "confounder-keyed": partial(ConfounderGAN.from_options, model=DEFAULT_MODEL),
     "confounder-trained": TrainedConfounderGAN.from_options,
+    "confounder-keyed-tuned": partial(TrainedConfounderGAN.from_options, model=DEFAULT_MODEL),
 }
 TRANSFERABLE = ("em", "tap", "confounder-trained")  # the methods with a surrogate to swap
 

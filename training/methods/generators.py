@@ -55,8 +55,11 @@ class TrainedConfounderGAN(Method):
     ``steps`` training steps with ``surrogate`` (a timm name, at full resolution as ``training.gan`` builds it)
     on exactly the images given to ``fit``, fewer if the GAN steps reach the wall-clock share of
     ``budget_seconds`` CPU-seconds (``max_train_minutes``); the weights go to ``output_dir/generator-<digest>``.
+    From scratch, or fine-tuned from ``model`` (a dataset owner adapting the shipped keyed generator to their
+    images; it then protects with keys as ``ConfounderGAN`` does, and trains with fresh random keys, never them).
     """
 
+    model: str | None = field(default=None, metadata={"hashed": False})  # hashed by content instead
     num_classes: int = 10
     surrogate: str = "test_resnet"
     steps: int = 300
@@ -74,6 +77,15 @@ class TrainedConfounderGAN(Method):
                                     steps=options.confounder_steps, output_dir=options.cache_dir,
                                     budget_seconds=getattr(options, "method_budget", None), **fixed)
 
+    @property
+    def pretrained(self) -> bool:
+        return self.model is not None
+
+    def settings(self) -> dict:
+        if self.model is None:
+            return super().settings()
+        return {**super().settings(), "model_weights": weights_digest(ConfounderGenerator.from_pretrained(self.model))}
+
     def budget_wall_seconds(self) -> float | None:
         return None if self.budget_seconds is None else CpuBudget(self.budget_seconds).wall_limit
 
@@ -82,7 +94,7 @@ class TrainedConfounderGAN(Method):
         batch_size = min(self.batch_size, len(images))
         wall_seconds = self.budget_wall_seconds()
         config = GeneratorTrainingConfig(
-            output_dir=output_dir, surrogates=(self.surrogate,), max_train_steps=self.steps,
+            output_dir=output_dir, model=self.model, surrogates=(self.surrogate,), max_train_steps=self.steps,
             num_train_epochs=-(-self.steps // (len(images) // batch_size)), train_batch_size=batch_size,
             epsilon=self.epsilon * 255, seed=self.seed, checkpointing_steps=self.steps,
             max_train_minutes=None if wall_seconds is None else wall_seconds / 60)
