@@ -207,6 +207,8 @@ def test_markdown_and_figures_are_written(report, folders):
             ) in markdown
     assert "EM, TAP and the trained generator each get 60 CPU-seconds" in markdown
     assert "`clean` is the victim trained on the unprotected (100 − *N*) % alone" in markdown
+    defense_rows = markdown.split("## Defenses, test_resnet")[1].split("\n## ")[0]
+    assert f"| defense | {' | '.join(METHODS)} |" in defense_rows and "\n| grayscale | " in defense_rows
     assert ("## Transfer: the noise made with surrogate mobilenetv3_small_050 instead of test_resnet\n\n"
             f"| method | CPU-seconds to make the set | {' | '.join(VICTIMS)} |") in markdown
     assert {Path(path).name for path in report["figures"]} == {

@@ -177,8 +177,9 @@ def accuracy_lines(report: dict) -> list[str]:
     if any(run["method"] == "clean" and run["defense"].startswith("partial") for run in runs):
         lines += [("Under partial*N*, `clean` is the victim trained on the unprotected (100 − *N*) % alone: a "
                    "protection works there when its row is no better than that one."), ""]
-    lines += table(["method", *defenses], [[method, *(mean_cell(values.get((method, victims[0], defense)))
-                                                      for defense in defenses)] for method in methods])
+    # One row per defense, one column per method: the threat-model table of the docs, as it is.
+    lines += table(["defense", *methods], [[defense, *(mean_cell(values.get((method, victims[0], defense)))
+                                                       for method in methods)] for defense in defenses])
     return lines + transfer_lines(report, per_victim)
 
 
