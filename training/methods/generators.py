@@ -81,10 +81,14 @@ class TrainedConfounderGAN(Method):
     def pretrained(self) -> bool:
         return self.model is not None
 
+    @cached_property
+    def model_weights(self) -> str | None:
+        """The digest of the weights ``fit`` starts from (read once; the runner asks for the digest repeatedly)."""
+        return None if self.model is None else weights_digest(ConfounderGenerator.from_pretrained(self.model))
+
     def settings(self) -> dict:
-        if self.model is None:
-            return super().settings()
-        return {**super().settings(), "model_weights": weights_digest(ConfounderGenerator.from_pretrained(self.model))}
+        weights = self.model_weights
+        return super().settings() if weights is None else {**super().settings(), "model_weights": weights}
 
     def budget_wall_seconds(self) -> float | None:
         return None if self.budget_seconds is None else CpuBudget(self.budget_seconds).wall_limit
