@@ -665,6 +665,18 @@ def test_a_method_whose_protected_set_changed_retrains_its_victims(dataset, tmp_
     assert trained == ["random"] and again["resumed_runs"] == 1
 
 
+def test_another_method_budget_retrains_only_the_victims_of_the_methods_it_changes(dataset, tmp_path, monkeypatch):
+    extra = ("--methods", "clean", "random", "tap", "--defenses", "none", "--victims", "test_resnet")
+    first = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    trained, real_run_cell = [], runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.method)
+                        or real_run_cell(cell, *args, **kwargs))
+    again = runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra,
+                                  "--options", "method_budget=90", "tap_steps=1"))
+    assert trained == ["tap"] and again["resumed_runs"] == 2
+    assert again["settings_digest"] == first["settings_digest"]
+
+
 def test_tables_show_the_mean_and_standard_error_over_seeds():
     assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
     assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)

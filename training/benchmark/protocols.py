@@ -71,6 +71,11 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "budget_minutes": (float, "warn when the estimated time exceeds this many minutes"),
 }
 
+# The options that only set how the methods make their protected sets: each victim run's ``protected_set`` digest
+# (the method's settings) covers them, so a benchmark's settings digest leaves them out.
+METHOD_OPTIONS = ("seed", "epsilon", "surrogate", "transfer_surrogate", "em_rounds", "em_train_steps", "em_steps",
+                  "tap_epochs", "tap_steps", "confounder_steps", "method_budget")
+
 COMMON = {"dataset_name": "../shared/data/cifar10", "epsilon": 8, "surrogate": "test_resnet",
           "transfer_surrogate": "mobilenetv3_small_050", "adversarial_epsilon": 4, "adversarial_steps": 3,
           "protected_class": 0, "batch_size": 128, "learning_rate": 0.05,
@@ -166,8 +171,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                       help="each victim trains once per seed; tables show the mean ± standard error (protocol)")
     grid.add_argument("--model", default=CIFAR10_MODEL,
                       help="the generator of confounder and confounder-label-free: a folder or Hub id")
-    grid.add_argument("--options", nargs="+", type=parse_option, default=[], metavar="KEY=VALUE",
-                      help="method, defense and victim settings; the keys are listed below")
+    grid.add_argument("--options", nargs="+", action="extend", type=parse_option, default=[], metavar="KEY=VALUE",
+                      help="method, defense and victim settings, the keys listed below (repeated: the last wins)")
     run = parser.add_argument_group("running")
     run.add_argument("--estimate_only", action="store_true", help="print the plan and its estimated time, then stop")
     run.add_argument("--time_limit_minutes", type=float,

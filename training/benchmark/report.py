@@ -22,7 +22,7 @@ from training.transformers_models import TRANSFORMERS_VICTIMS
 from training.victim import hardware_summary, logits, train_victim, train_with_trainer
 
 from .plan import Cell
-from .protocols import OPTIONS
+from .protocols import METHOD_OPTIONS, OPTIONS
 
 SANITY_MARGIN = 0.10  # "barely hurts" and "bites" are judged against clean accuracy with this margin
 
@@ -165,13 +165,15 @@ def sanity_checks(report: dict, clean_floor: float | None = None) -> list[tuple[
 
 
 def settings_digest(args: argparse.Namespace) -> str:
-    """A hash of everything that decides a victim run's result but its cell and its victim's epochs and bfloat16
-    choice: runs of reports with the same digest can be reused by a rerun (``same_training`` checks the other
-    two run by run, so that adding a victim keeps the others' runs)."""
+    """A hash of everything that decides how a victim trains but its cell, its victim's epochs and bfloat16
+    choice, and the protected set it trains on: runs of reports with the same digest can be reused by a rerun
+    (``same_training`` checks the epochs and bfloat16 run by run, so that adding a victim keeps the others' runs;
+    each run's ``protected_set`` digest covers the method's settings, so that another generator or budget
+    retrains only the victims of the methods it changes)."""
     # Options left unset are left out, so that a new option does not make earlier reports unresumable.
-    options = {key: getattr(args, key, None) for key in OPTIONS if key not in ("clean_floor", "budget_minutes")}
-    data = {key: getattr(args, key, None) for key in ("dataset_name", "train_rows", "test_rows", "resolution",
-                                                      "seed", "model")}
+    options = {key: getattr(args, key, None) for key in OPTIONS
+               if key not in ("clean_floor", "budget_minutes", *METHOD_OPTIONS)}
+    data = {key: getattr(args, key, None) for key in ("dataset_name", "train_rows", "test_rows", "resolution")}
     settings = json.dumps({**{key: value for key, value in options.items() if value is not None}, **data},
                           sort_keys=True, default=str)
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
