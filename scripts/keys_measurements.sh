@@ -3,7 +3,7 @@
 # JPEG-q75 copy in ../shared/data/cifar10), judged by victims of other families than its test_resnet surrogate:
 # test_byobnet and the depthwise mobilenetv3_small_100. Every key is new to the generator (training draws random
 # key codes; these runs hash secrets fixed by the seed). On 2 CPU cores it runs two 1-thread jobs at a time,
-# about an hour; reports go to $OUT.
+# a little over an hour; reports go to $OUT.
 #
 #     bash scripts/keys_measurements.sh                 # all of it
 #     bash scripts/keys_measurements.sh owners speed    # some parts: classes, owners, one-owner, clothing, removal, speed
@@ -24,13 +24,17 @@ classes() {  # each class one owner with its own key, on rows the generator trai
   wait
 }
 
-owners() {  # 100 owners on unrelated content: can a victim name the owner of new images? (keys, then 10 codes)
-  for model in "$MODEL" modeling_confounder/cifar10_model; do
-    python -m training.owners --dataset_name "$DATA" --model "$model" --owners 100 --train_rows 0:10000 \
-      --test_rows 0:2000 --victims test_byobnet --bf16_victims test_byobnet --epochs 12 --seeds 0 1 2 \
-      --output_json "$OUT/owners-$(basename "$model" | tr _ -).json" &
+owners() {  # 100 owners on unrelated content: can a victim name the owner of new images? (keys, then 10 codes;
+            # victims trained 12 epochs, then 30, as the 12-epoch victims were still learning)
+  for epochs in 12 30; do
+    suffix=$([[ $epochs == 12 ]] || echo "-$epochs-epochs")
+    for model in "$MODEL" modeling_confounder/cifar10_model; do
+      python -m training.owners --dataset_name "$DATA" --model "$model" --owners 100 --train_rows 0:10000 \
+        --test_rows 0:2000 --victims test_byobnet --bf16_victims test_byobnet --epochs "$epochs" --seeds 0 1 2 \
+        --output_json "$OUT/owners-$(basename "$model" | tr _ -)$suffix.json" &
+    done
+    wait
   done
-  wait
 }
 
 one_owner() {  # one class protected with its key, the other nine clean
