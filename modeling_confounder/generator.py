@@ -25,10 +25,6 @@ numbers hashed from the key, ``modeling_confounder.keys``) is added to the body'
 and its first numbers are also laid over the image as two periodic patterns (8 and 32 pixels), extra input channels
 of the stem. Every photo of one key then carries the same spatial shortcut, whatever it shows, and any number of
 owners get shortcuts of their own.
-
-An *achromatic* generator (``achromatic=True``) adds the same noise to every channel: a pattern of brightness only.
-Grayscale conversion keeps it whole, saturation and hue changes leave it alone, and JPEG keeps it at full
-resolution and quantises it finely (JPEG halves the resolution of colour and quantises it more coarsely).
 """
 
 from __future__ import annotations
@@ -103,8 +99,6 @@ class ConfounderGenerator(HubModel):
             independent values per 2×2 block) or ``"bilinear"`` (one noise map at half resolution, interpolated).
         key_dim: numbers in an owner key's code (at least ``PATTERN_NUMBERS``) for a keyed generator; 0 for a
             generator conditioned on ``num_classes`` labels.
-        achromatic: add one noise map to every channel (brightness only), so that it survives grayscale
-            conversion, colour changes and JPEG; the head's per-channel maps are averaged into it.
     """
 
     @register_to_config
@@ -119,7 +113,6 @@ class ConfounderGenerator(HubModel):
         predictor_resolution: int = 32,
         upsampling: str = "pixel_shuffle",
         key_dim: int = 0,
-        achromatic: bool = False,
     ) -> None:
         super().__init__()
         check_epsilon(epsilon)
@@ -218,6 +211,4 @@ class ConfounderGenerator(HubModel):
         features = self.stem(inputs) + condition[:, :, None, None]
         features = self.blocks(features)
         noise = self.upsample(self.head(F.relu(features)))[..., :height, :width]
-        if self.config.achromatic:
-            noise = noise.mean(1, keepdim=True).expand_as(images)
         return epsilon * torch.tanh(noise)

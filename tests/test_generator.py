@@ -11,7 +11,7 @@ EPSILON = 8 / 255
 
 
 @pytest.mark.parametrize("config", [{}, {"in_channels": 1, "num_classes": 2}, {"num_blocks": 3, "width": 4},
-                                    {"num_classes": 0}, {"upsampling": "bilinear"}, {"achromatic": True}])
+                                    {"num_classes": 0}, {"upsampling": "bilinear"}])
 @pytest.mark.parametrize("size", [(1, 1), (28, 28), (31, 17), (32, 32), (65, 129)])
 def test_noise_is_bounded_and_keeps_the_size(config, size):
     generator = make_generator(**config)
@@ -23,15 +23,6 @@ def test_noise_is_bounded_and_keeps_the_size(config, size):
     assert noise.shape == images.shape
     assert noise.abs().max() <= EPSILON
     assert noise.abs().max() > EPSILON / 2
-
-
-def test_achromatic_noise_is_the_same_in_every_channel_and_survives_grayscale():
-    generator = make_generator(achromatic=True)
-    images = torch.rand(2, 3, 20, 24)
-    noise = generator(images)
-    assert torch.equal(noise, noise[:, :1].expand_as(noise)) and noise.abs().max() > 0
-    gray = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
-    torch.testing.assert_close(((images + noise) * gray).sum(1), (images * gray).sum(1) + noise[:, 0])
 
 
 def test_epsilon_argument_rescales_the_bound(generator):

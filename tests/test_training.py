@@ -71,7 +71,6 @@ def test_one_surrogate_stem_each(dataset, tmp_path, capsys):
     (["--generator_config", "depth=3"], "expected KEY=VALUE with KEY one of width, blocks, upsampling"),
     (["--generator_config", "width=wide"], "--generator_config width= takes a whole number"),
     (["--generator_config", "upsampling=nearest"], "upsampling must be one of pixel_shuffle, bilinear"),
-    (["--generator_config", "achromatic=yes"], "--generator_config achromatic= takes true or false, got 'yes'"),
     (["--scraper_transforms", "grayscale:10-20"], "jpeg, color-jitter, resized-crop or jpeg:LOW-HIGH, or a chain"),
     (["--scraper_transforms", "resized-crop+blur"], "got 'resized-crop+blur'"),
     (["--epsilon", "300"], "epsilon is in pixel levels out of 255"),
@@ -86,13 +85,11 @@ def test_bad_flags_are_named(dataset, tmp_path, capsys, flags, message):
 def test_grouped_flags_set_the_run(dataset, tmp_path):
     config = train.parse_args(train_arguments(
         dataset, tmp_path / "run", "--loss_weights", "2", "3", "0.5", "--learning_rates", "1e-4", "2e-4", "3e-4",
-        "--label_predictor", "16", "--generator_config", "width=8", "upsampling=bilinear", "achromatic=True",
-        "--train_rows", "0:30",
+        "--label_predictor", "16", "--generator_config", "width=8", "upsampling=bilinear", "--train_rows", "0:30",
         "--scraper_transforms", "jpeg", "--push_to_hub", "me/generator"))
     assert config.loss_weights == losses.LossWeights(2, 3, 0.5) and config.learning_rates == (1e-4, 2e-4, 3e-4)
     assert (config.label_predictor_width, config.label_predictor_epochs) == (16, 20)
     assert (config.generator_width, config.generator_blocks, config.generator_upsampling) == (8, 2, "bilinear")
-    assert config.achromatic is True and train.parse_args(train_arguments(dataset, tmp_path / "b")).achromatic is None
     assert config.train_rows == (0, 30) and config.jpeg_quality == (10, 50) and config.push_to_hub == "me/generator"
     assert config.surrogate_stems() == [("test_resnet", "auto")]
 
@@ -304,14 +301,11 @@ def test_a_pretrained_generator_switches_upsampling_with_its_noise_and_predictor
     assert torch.equal(back["head.weight"][4:8], switched.head.weight[1:2].expand(4, -1, -1, -1))
 
 
-def test_a_pretrained_generator_switches_to_achromatic_noise_with_its_weights(dataset, tmp_path):
+def test_a_fine_tune_keeps_its_epsilon_when_the_head_is_rebuilt(dataset, tmp_path):
     ConfounderGenerator(num_classes=4, width=8, num_blocks=1).save_pretrained(tmp_path / "base")
     train.main(train_arguments(dataset, tmp_path / "run", "--model", str(tmp_path / "base"), "--generator_config",
-                               "achromatic=true", "upsampling=bilinear", "--epsilon", "4", "--max_train_steps", "0"))
-    switched = ConfounderGenerator.from_pretrained(tmp_path / "run")
-    assert switched.config.achromatic and switched.config.epsilon == 4 / 255
-    noise = switched(torch.rand(2, 3, 16, 16), labels=1)
-    assert torch.equal(noise, noise[:, :1].expand_as(noise))
+                               "upsampling=bilinear", "--epsilon", "4", "--max_train_steps", "0"))
+    assert ConfounderGenerator.from_pretrained(tmp_path / "run").config.epsilon == 4 / 255
 
 
 def test_a_label_predictor_can_be_added_to_a_trained_generator(dataset, tmp_path):

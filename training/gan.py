@@ -53,7 +53,6 @@ class GeneratorTrainingConfig:
     generator_blocks: int = 2
     generator_upsampling: str | None = None  # None: the fine-tuned generator's, or pixel_shuffle from scratch
     key_dim: int = 0  # > 0: a keyed generator (owner keys) from scratch; 0: classes, or the fine-tuned one's
-    achromatic: bool | None = None  # the same noise in every channel; None: the fine-tuned generator's, or False
     surrogates: tuple[str, ...] = ("test_resnet",)  # timm names, each NAME or NAME:STEM (auto, full, strided)
     label_predictor_width: int | None = None  # 0: none; None: the fine-tuned generator's, or none from scratch
     label_predictor_epochs: int = 20
@@ -102,12 +101,10 @@ def build_generator(config: GeneratorTrainingConfig, in_channels: int, num_class
                                         width=config.generator_width, num_blocks=config.generator_blocks,
                                         epsilon=epsilon, predictor_width=width, predictor_resolution=resolution,
                                         upsampling=config.generator_upsampling or "pixel_shuffle",
-                                        key_dim=config.key_dim, achromatic=bool(config.achromatic))
+                                        key_dim=config.key_dim)
         return generator, width > 0
     generator = ConfounderGenerator.from_pretrained(config.model)
     generator.register_to_config(epsilon=epsilon)
-    if config.achromatic is not None:  # a switch in forward: the weights stay as they are
-        generator.register_to_config(achromatic=config.achromatic)
     pretrained = generator.config
     if pretrained.key_dim:  # a keyed generator takes any number of classes
         num_classes = pretrained.num_classes

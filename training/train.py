@@ -58,8 +58,7 @@ from .gan import GeneratorTrainingConfig, train_generator
 from .losses import LossWeights
 
 GENERATOR_KEYS = {"width": "generator_width", "blocks": "generator_blocks", "upsampling": "generator_upsampling",
-                  "key_dim": "key_dim", "achromatic": "achromatic"}
-SWITCHES = {"true": True, "false": False}
+                  "key_dim": "key_dim"}
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -98,9 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "pixel_shuffle (four values per 2x2 block) or bilinear (smoother noise, the same after "
                             "any crop offset); upsampling also switches a fine-tuned generator, whose head starts "
                             "from the mean of the four; key_dim=256 makes a keyed generator (owner keys, any "
-                            "number of classes) instead of one conditioned on the dataset's classes; achromatic=true adds "
-                            "the same noise to every channel (brightness only: it survives grayscale, colour "
-                            "jitter and JPEG), and switches a fine-tuned generator too")
+                            "number of classes) instead of one conditioned on the dataset's classes")
     model.add_argument("--surrogate_model", nargs="+", default=["test_resnet"], metavar="NAME[:STEM]",
                        help="timm models trained from scratch; several average their min-min losses (noise easy for "
                             "several architectures transfers better). STEM full keeps the resolution (stride 1, no "
@@ -158,10 +155,6 @@ def parse_args(argv: list[str] | None = None) -> GeneratorTrainingConfig:
             parser.error(f"--generator_config {key.removeprefix('generator_')}= takes a whole number")
         elif key in generator:
             generator[key] = int(generator[key])
-    if "achromatic" in generator:
-        if generator["achromatic"].lower() not in SWITCHES:
-            parser.error(f"--generator_config achromatic= takes true or false, got {generator['achromatic']!r}")
-        generator["achromatic"] = SWITCHES[generator["achromatic"].lower()]
     settings = {"surrogates": tuple(args.pop("surrogate_model")),
                 "loss_weights": LossWeights(*args.pop("loss_weights")),
                 "learning_rates": tuple(args.pop("learning_rates")), "scraper_transforms": tuple(transforms),
