@@ -25,8 +25,9 @@ classes() {  # each class one owner with its own key, on rows the generator trai
 }
 
 owners() {  # 100 owners on unrelated content: can a victim name the owner of new images? (keys, then 10 codes;
-            # victims trained 12 epochs, then 30, as the 12-epoch victims were still learning)
-  for epochs in 12 30; do
+            # victims trained 12 epochs, then 30 and 60, as the shorter victims were still learning:
+            # OWNER_EPOCHS="60" runs one length)
+  for epochs in ${OWNER_EPOCHS:-12 30 60}; do
     suffix=$([[ $epochs == 12 ]] || echo "-$epochs-epochs")
     for model in "$MODEL" modeling_confounder/cifar10_model; do
       python -m training.owners --dataset_name "$DATA" --model "$model" --owners 100 --train_rows 0:10000 \
