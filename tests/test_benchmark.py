@@ -677,6 +677,16 @@ def test_another_method_budget_retrains_only_the_victims_of_the_methods_it_chang
     assert again["settings_digest"] == first["settings_digest"]
 
 
+def test_another_method_seed_keeps_the_clean_victims(dataset, tmp_path, monkeypatch):
+    extra = ("--methods", "clean", "random", "--defenses", "none", "--victims", "test_resnet")
+    runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra))
+    trained, real_run_cell = [], runner.run_cell
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *args, **kwargs: trained.append(cell.method)
+                        or real_run_cell(cell, *args, **kwargs))
+    runner.main(arguments(dataset, tmp_path / "out", tmp_path / "cache", *extra, "--options", "seed=1", "epsilon=4"))
+    assert trained == ["random"]
+
+
 def test_tables_show_the_mean_and_standard_error_over_seeds():
     assert reporting.mean_and_error([0.1, 0.2, 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 / 3 ** 0.5))
     assert reporting.mean_and_error([0.4]) == (pytest.approx(0.4), None)

@@ -74,5 +74,9 @@ class Method(ABC):
 
 @dataclass
 class Clean(Method):
+    def settings(self) -> dict:
+        # The same images whatever the methods' seed and ε: another seed must not retrain the clean victims.
+        return {"method": type(self).__name__}
+
     def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return images
