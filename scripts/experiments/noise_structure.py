@@ -1,0 +1,59 @@
+"""How much of a generator's noise is one fixed pattern per key (or class)?
+
+Protects CIFAR-10 rows with a key per class (``protect(..., key=secret, labels=y)``, the benchmark's three
+secrets; a label generator with the labels alone) and reports, for each class, the noise's root mean square (in pixel levels; 8 is the bound) and the share of its
+energy that is the class's mean pattern (1: every image of the class gets the same noise; 0: no shared part):
+
+    python -m scripts.experiments.noise_structure --rows 25000:34000 \
+        --output_json results/experiments/noise_structure.json
+    python -m scripts.experiments.noise_structure --model runs/benchmark-cache-fair/generator-DIGEST \
+        --output_json results/experiments/noise_structure_trained.json   # the quick protocol's trained generator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, is_keyed, protect
+
+SECRETS = ("benchmark secret 0", "benchmark secret 1", "benchmark secret 2")  # training.methods.generators
+
+
+def structure(noise: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Per class: the noise's RMS and the share of its energy in the class's mean pattern."""
+    rms, shared = [], []
+    for label in range(labels.max() + 1):
+        of_class = noise[labels == label]
+        energy = (of_class**2).mean()
+        rms.append(round(float(np.sqrt(energy)), 2))
+        shared.append(round(float((of_class.mean(0) ** 2).mean() / energy), 3))
+    return {"rms_levels": rms, "shared_share": shared}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_name", default="../shared/data/cifar10")
+    parser.add_argument("--rows", default="25000:34000", help="START:STOP of the training split")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--output_json", type=Path, default=Path("results/experiments/noise_structure.json"))
+    args = parser.parse_args()
+    start, stop = map(int, args.rows.split(":"))
+    rows = datasets.load_dataset(args.dataset_name, split="train").select(range(start, stop))
+    images = np.stack([np.asarray(image.convert("RGB")) for image in rows["img"]])
+    labels = np.asarray(rows["label"])
+    generator = ConfounderGenerator.from_pretrained(args.model)
+    report = {"dataset": args.dataset_name, "rows": args.rows, "model": args.model, "noise": {}}
+    for secret in SECRETS if is_keyed(generator) else (None,):
+        protected = protect(generator, images, labels=labels.tolist(), key=secret)
+        report["noise"][secret or "labels"] = structure(protected.astype(np.float64) - images, labels)
+    args.output_json.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["noise"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
