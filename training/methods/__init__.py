@@ -9,7 +9,9 @@ surrogate classifier, a generator); ``perturb`` then protects new images with wh
 - ``Clean`` (``base``): no noise, the reference.
 - ``UniformNoise`` (``noise``): sample-wise uniform noise in [-ε, ε], the control that should barely hurt
   (Huang et al., "Unlearnable Examples: Making Personal Data Unexploitable", ICLR 2021).
-- ``ClasswiseNoise`` (``noise``): one uniform noise pattern per class (Huang et al., ICLR 2021).
+- ``ClasswiseNoise`` (``noise``): one uniform noise pattern per class (Huang et al., ICLR 2021);
+  ``classwise-sign`` is one pattern of ±ε per pixel and class, random noise at the full budget, as the
+  generators' noise is.
 - ``PatchNoise`` (``noise``): class-wise colour patches, tiled, in the style of the synthetic linearly separable
   perturbations of Yu et al., "Availability Attacks Create Shortcuts", KDD 2022.
 - ``ErrorMinimizingNoise`` (``surrogates``): EM, sample-wise error-minimizing noise from a min-min bi-level
@@ -50,6 +52,7 @@ METHODS: dict[str, Callable[[Namespace, int], Method]] = {
     "clean": Clean.from_options,
     "random": UniformNoise.from_options,
     "classwise": ClasswiseNoise.from_options,
+    "classwise-sign": partial(PatchNoise.from_options, patch_size=1),
     "patch": PatchNoise.from_options,
     "em": ErrorMinimizingNoise.from_options,
     "tap": TargetedAdversarialPoison.from_options,
