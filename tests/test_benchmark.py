@@ -177,6 +177,22 @@ def test_tap_under_a_tiny_budget_takes_at_least_one_pgd_step():
     assert_within_epsilon(tap.perturb(images, labels), images)
 
 
+def test_a_surrogate_method_takes_the_stem_of_its_surrogate():
+    images, labels = tiny_images()
+    em = methods.ErrorMinimizingNoise(num_classes=4, surrogate="test_resnet:strided", rounds=1, train_steps=1,
+                                      steps=1, batch_size=4)
+    assert_within_epsilon(em.fit(images, labels), images)
+    strided, full = (methods.surrogates.surrogate_classifier(spec, 4, 3, 32) for spec in
+                     ("test_resnet:strided", "test_resnet"))
+    features = [model.eval().forward_features(torch.rand(1, 3, 32, 32).to(next(model.parameters()).device)).shape[-1]
+                for model in (strided, full)]
+    assert features[0] * 4 == features[1]  # timm's ImageNet stem: a stride-2 conv and a max-pool
+    assert em.work(10)[:2] == ("test_resnet", False)
+    with pytest.raises(ValueError, match="surrogate test_resnet:wide: the stem is one of auto, full, strided"):
+        methods.TargetedAdversarialPoison(surrogate="test_resnet:wide")
+    assert not reporting.victim_architectures(["test_byobnet"], "test_resnet:strided")["test_byobnet"]["white_box"]
+
+
 def test_the_keyed_generator_is_fine_tuned_in_the_run_and_protects_with_keys(tmp_path):
     args = protocols.parse_args([*TINY_BUDGETS, "--cache_dir", str(tmp_path)])
     method = runner.build_methods(args, num_classes=4)["confounder-keyed-tuned"]

@@ -13,6 +13,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from modeling_confounder.pipeline import default_device
+from training.gan import SURROGATE_STEMS
 
 
 def device() -> torch.device:
@@ -22,6 +23,16 @@ def device() -> torch.device:
 def pgd_step_size(epsilon_levels: float, steps: int) -> float:
     """2.5·ε/steps: PGD can cross the ε-ball within one call (Madry et al., ICLR 2018)."""
     return 2.5 * (epsilon_levels / 255) / steps
+
+
+def surrogate_stem(spec: str) -> tuple[str, bool | None]:
+    """A method's surrogate, ``NAME`` or ``NAME:STEM`` as in ``training.train --surrogate_model`` (STEM full keeps
+    the resolution, strided is timm's ImageNet stem, auto the default), as (timm name, ``create_classifier``'s
+    ``small_input_stem``)."""
+    name, _, stem = spec.partition(":")
+    if (stem or "auto") not in SURROGATE_STEMS:
+        raise ValueError(f"surrogate {spec}: the stem is one of {', '.join(SURROGATE_STEMS)}")
+    return name, SURROGATE_STEMS[stem or "auto"]
 
 
 class SurrogateWork(NamedTuple):

@@ -16,7 +16,7 @@ from training.data import ImageClassificationData
 from training.gan import GeneratorTrainingConfig, train_generator
 from training.models import weights_digest
 
-from .base import Method, SurrogateWork
+from .base import Method, SurrogateWork, surrogate_stem
 from .surrogates import CpuBudget
 
 
@@ -69,6 +69,7 @@ class TrainedConfounderGAN(Method):
     budget_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        surrogate_stem(self.surrogate)
         self.protector: ConfounderGAN | None = None
 
     @classmethod
@@ -118,4 +119,4 @@ class TrainedConfounderGAN(Method):
     def work(self, num_images: int) -> SurrogateWork:
         # Per step the surrogate trains on a batch and the generator backpropagates through it; the generator,
         # discriminator and noise head together cost about one more pass.
-        return SurrogateWork(self.surrogate, None, 3 * self.steps * self.batch_size)
+        return SurrogateWork(*surrogate_stem(self.surrogate), 3 * self.steps * self.batch_size)

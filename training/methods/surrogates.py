@@ -25,7 +25,7 @@ from training.fitting import Optimization, fit_batches, make_optimizer, random_b
 from training.models import create_classifier
 from training.victim import as_float
 
-from .base import Method, SurrogateWork, device, pgd_step_size
+from .base import Method, SurrogateWork, device, pgd_step_size, surrogate_stem
 
 PROBE_STEPS = 3  # surrogate steps TAP times, under a budget, before it sizes its schedule
 
@@ -56,9 +56,11 @@ class CpuBudget:
         return f"{self.spent():.1f} s{limit}"
 
 
-def surrogate_classifier(name: str, num_classes: int, channels: int, resolution: int) -> nn.Module:
-    """A timm model at full resolution (the small-input stem at CIFAR size), like the generator's surrogates."""
-    return create_classifier(name, num_classes, channels, resolution, small_input_stem=None).to(device())
+def surrogate_classifier(spec: str, num_classes: int, channels: int, resolution: int) -> nn.Module:
+    """A timm model, ``NAME`` (at full resolution at CIFAR size, like the generator's surrogates) or ``NAME:STEM``
+    (``surrogate_stem``)."""
+    name, small_input_stem = surrogate_stem(spec)
+    return create_classifier(name, num_classes, channels, resolution, small_input_stem).to(device())
 
 
 @dataclass
@@ -75,6 +77,7 @@ class SurrogateMethod(Method):
     budget_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        surrogate_stem(self.surrogate)
         self.model: nn.Module | None = None
 
     @classmethod
@@ -172,7 +175,7 @@ class ErrorMinimizingNoise(SurrogateMethod):
 
     def work(self, num_images: int) -> SurrogateWork:
         passes = self.rounds * (self.train_steps * self.batch_size + num_images * (self.steps + 1))
-        return SurrogateWork(self.surrogate, None, passes)
+        return SurrogateWork(*surrogate_stem(self.surrogate), passes)
 
 
 @dataclass
@@ -263,4 +266,4 @@ class TargetedAdversarialPoison(SurrogateMethod):
         return torch.cat(protected)
 
     def work(self, num_images: int) -> SurrogateWork:
-        return SurrogateWork(self.surrogate, None, num_images * (self.surrogate_epochs + self.steps))
+        return SurrogateWork(*surrogate_stem(self.surrogate), num_images * (self.surrogate_epochs + self.steps))
