@@ -184,7 +184,7 @@ def test_a_surrogate_method_takes_the_stem_of_its_surrogate():
     assert_within_epsilon(em.fit(images, labels), images)
     strided, full = (methods.surrogates.surrogate_classifier(spec, 4, 3, 32) for spec in
                      ("test_resnet:strided", "test_resnet"))
-    features = [model.eval().forward_features(torch.rand(1, 3, 32, 32).to(next(model.parameters()).device)).shape[-1]
+    features = [model.eval().forward_features(torch.rand(1, 3, 32, 32, device=methods.device())).shape[-1]
                 for model in (strided, full)]
     assert features[0] * 4 == features[1]  # timm's ImageNet stem: a stride-2 conv and a max-pool
     assert em.work(10)[:2] == ("test_resnet", False)

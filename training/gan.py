@@ -84,11 +84,15 @@ class GeneratorTrainingConfig:
 
     def surrogate_stems(self) -> list[tuple[str, str]]:
         """(timm name, stem) of each surrogate."""
-        stems = [(*spec.split(":", 1),) if ":" in spec else (spec, "auto") for spec in self.surrogates]
-        for name, stem in stems:
-            if stem not in SURROGATE_STEMS:
-                raise ValueError(f"surrogate {name}:{stem}: the stem is one of {', '.join(SURROGATE_STEMS)}")
-        return stems
+        return [split_surrogate(spec) for spec in self.surrogates]
+
+
+def split_surrogate(spec: str) -> tuple[str, str]:
+    """A surrogate ``NAME`` or ``NAME:STEM`` as (timm name, stem): a key of ``SURROGATE_STEMS``, auto when not given."""
+    name, _, stem = spec.partition(":")
+    if (stem or "auto") not in SURROGATE_STEMS:
+        raise ValueError(f"surrogate {spec}: the stem is one of {', '.join(SURROGATE_STEMS)}")
+    return name, stem or "auto"
 
 
 def build_generator(config: GeneratorTrainingConfig, in_channels: int, num_classes: int,

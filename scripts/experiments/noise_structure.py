@@ -1,8 +1,9 @@
 """How much of a generator's noise is one fixed pattern per key (or class)?
 
-Protects CIFAR-10 rows with a key per class (``protect(..., key=secret, labels=y)``, the benchmark's three
-secrets; a label generator with the labels alone) and reports, for each class, the noise's root mean square (in pixel levels; 8 is the bound) and the share of its
-energy that is the class's mean pattern (1: every image of the class gets the same noise; 0: no shared part):
+Protects CIFAR-10 rows as the benchmark's ``confounder`` method does (a keyed generator: a key per class from the
+secret of seeds 0, 1 and 2; a label generator: the labels) and reports, for each class, the noise's root mean
+square (in pixel levels; 8 is the bound) and the share of its energy that is the class's mean pattern (1: every
+image of the class gets the same noise; 0: no shared part):
 
     python -m scripts.experiments.noise_structure --rows 25000:34000 \
         --output_json results/experiments/noise_structure.json
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import torch
 
-from modeling_confounder import DEFAULT_MODEL, ConfounderGenerator, is_keyed, protect
-
-SECRETS = ("benchmark secret 0", "benchmark secret 1", "benchmark secret 2")  # training.methods.generators
+from modeling_confounder import DEFAULT_MODEL, is_keyed
+from training.methods import ConfounderGAN
 
 
 def structure(noise: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
@@ -44,13 +45,14 @@ def main() -> None:
     args = parser.parse_args()
     start, stop = map(int, args.rows.split(":"))
     rows = datasets.load_dataset(args.dataset_name, split="train").select(range(start, stop))
-    images = np.stack([np.asarray(image.convert("RGB")) for image in rows["img"]])
-    labels = np.asarray(rows["label"])
-    generator = ConfounderGenerator.from_pretrained(args.model)
+    images = torch.from_numpy(np.stack([np.asarray(image.convert("RGB")) for image in rows["img"]]))
+    labels = torch.tensor(rows["label"])
+    method = ConfounderGAN(model=args.model)
+    keyed = is_keyed(method.generator)
     report = {"dataset": args.dataset_name, "rows": args.rows, "model": args.model, "noise": {}}
-    for secret in SECRETS if is_keyed(generator) else (None,):
-        protected = protect(generator, images, labels=labels.tolist(), key=secret)
-        report["noise"][secret or "labels"] = structure(protected.astype(np.float64) - images, labels)
+    for method.seed in (0, 1, 2) if keyed else (0,):
+        noise = method.perturb(images, labels).double() - images
+        report["noise"][f"seed {method.seed}" if keyed else "labels"] = structure(noise.numpy(), labels.numpy())
     args.output_json.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["noise"], indent=1))
 

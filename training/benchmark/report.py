@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 
 from training.data import ImageClassificationData
 from training.defenses import Defense, chain, resized_crop
-from training.methods.base import surrogate_stem
+from training.gan import split_surrogate
 from training.models import architecture
 from training.pretrained import PRETRAINED_VICTIMS
 from training.transformers_models import TRANSFORMERS_VICTIMS
@@ -190,7 +190,7 @@ def same_training(run: dict, args: argparse.Namespace) -> bool:
 def victim_architectures(victims: list[str], surrogate: str) -> dict[str, dict]:
     """Each victim's family and depthwise-ness, and whether it shares the surrogate's family (white-box) or
     not (held out)."""
-    own = architecture(surrogate_stem(surrogate)[0])["family"]
+    own = architecture(split_surrogate(surrogate)[0])["family"]
     return {victim: {**(found := architecture(victim)), "white_box": found["family"] == own}
             for victim in victims}
 

@@ -13,7 +13,7 @@ from typing import ClassVar, NamedTuple
 import torch
 
 from modeling_confounder.pipeline import default_device
-from training.gan import SURROGATE_STEMS
+from training.gan import SURROGATE_STEMS, split_surrogate
 
 
 def device() -> torch.device:
@@ -26,13 +26,10 @@ def pgd_step_size(epsilon_levels: float, steps: int) -> float:
 
 
 def surrogate_stem(spec: str) -> tuple[str, bool | None]:
-    """A method's surrogate, ``NAME`` or ``NAME:STEM`` as in ``training.train --surrogate_model`` (STEM full keeps
-    the resolution, strided is timm's ImageNet stem, auto the default), as (timm name, ``create_classifier``'s
-    ``small_input_stem``)."""
-    name, _, stem = spec.partition(":")
-    if (stem or "auto") not in SURROGATE_STEMS:
-        raise ValueError(f"surrogate {spec}: the stem is one of {', '.join(SURROGATE_STEMS)}")
-    return name, SURROGATE_STEMS[stem or "auto"]
+    """A method's surrogate, ``NAME`` or ``NAME:STEM`` as ``training.train --surrogate_model`` takes it, as (timm
+    name, ``create_classifier``'s ``small_input_stem``)."""
+    name, stem = split_surrogate(spec)
+    return name, SURROGATE_STEMS[stem]
 
 
 class SurrogateWork(NamedTuple):
